@@ -1,0 +1,180 @@
+"""The daemon's configuration: one INI file, every setting declared here with its default.
+
+Each section is a frozen dataclass; each field carries its documentation in its metadata,
+so that ``vdsm-tool config-example`` (and the committed ``etc/vdsm_py.conf``) are generated
+from this one declaration and cannot drift. Unknown sections or keys and unparsable values
+are refused at start-up with the file, section and key named: a typo must never silently
+fall back to a default.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+DEFAULT_CONFIG = Path("/etc/vdsm_py/vdsm_py.conf")
+
+
+def setting(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    state_dir: Path = setting(
+        Path("/var/lib/vdsm_py"), "State that survives restarts (host UUID, persisted config)."
+    )
+    run_dir: Path = setting(
+        Path("/run/vdsm_py"), "Runtime files: the instance lock file, sockets."
+    )
+    log_level: str = setting("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
+
+
+@dataclass(frozen=True)
+class AddressesConfig:
+    host: str = setting("::", "Address the API listens on ('::' for all, IPv4 and IPv6).")
+    port: int = setting(54321, "TCP port of the JSON-RPC/STOMP API (VDSM's is 54321).")
+
+
+@dataclass(frozen=True)
+class PkiConfig:
+    dir: Path = setting(
+        Path("/etc/pki/vdsm"),
+        "PKI directory in VDSM's layout: certs/cacert.pem, certs/vdsmcert.pem, "
+        "keys/vdsmkey.pem. The CA certificate decides which clients may connect.",
+    )
+    insecure: bool = setting(
+        False, "Development only: accept plaintext connections without TLS. Never in production."
+    )
+
+
+@dataclass(frozen=True)
+class RpcConfig:
+    workers: int = setting(8, "Worker threads for blocking calls (libvirt, storage, processes).")
+    call_timeout: float = setting(
+        60.0, "Seconds a blocking call may take before the caller gets an error and the "
+        "stuck worker is replaced."
+    )
+    max_frame_size: int = setting(
+        10 * 1024 * 1024, "Largest STOMP frame accepted, in bytes; larger ones close the "
+        "connection with an ERROR frame."
+    )
+    max_connections: int = setting(2000, "Concurrent client connections accepted.")
+    connect_timeout: float = setting(
+        30.0, "Seconds a new connection has to finish TLS and send CONNECT."
+    )
+    heartbeat_ms: int = setting(
+        10000, "Outgoing heart-beat interval (ms) when the client asks for none or a longer "
+        "one; VDSM clients reconnect after 30 s of silence."
+    )
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    stats_interval: float = setting(
+        15.0, "Seconds between host statistics samples; rates are computed between samples."
+    )
+    uuid: str = setting(
+        "", "Host UUID to report; empty means the DMI product UUID, else one generated "
+        "once and kept in the state directory."
+    )
+
+
+@dataclass(frozen=True)
+class HooksConfig:
+    dir: Path = setting(
+        Path("/usr/libexec/vdsm_py/hooks"), "Root of the hook directories (one per hook point)."
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    addresses: AddressesConfig = field(default_factory=AddressesConfig)
+    pki: PkiConfig = field(default_factory=PkiConfig)
+    rpc: RpcConfig = field(default_factory=RpcConfig)
+    host: HostConfig = field(default_factory=HostConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
+
+    @property
+    def lock_file(self) -> Path:
+        return self.daemon.run_dir / "vdsmd.lock"
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _sections() -> dict[str, type]:
+    hints = get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def _parse(value: str, kind: Any, where: str) -> Any:
+    try:
+        if kind is bool:
+            lowered = value.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if kind is Path:
+            return Path(value.strip())
+        return kind(value.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{where}: invalid value {value!r}: {exc}") from None
+
+
+def load(path: Path | None, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
+    """Read ``path`` (None: built-in defaults only), then apply ``overrides``.
+
+    ``overrides`` maps section → key → typed value (used by ``--dev`` and tests).
+    """
+    values: dict[str, dict[str, Any]] = {}
+    sections = _sections()
+    if path is not None:
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            with open(path, encoding="utf-8") as f:
+                parser.read_file(f)
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
+        except configparser.Error as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        for section in parser.sections():
+            cls = sections.get(section)
+            if cls is None:
+                raise ConfigError(f"{path}: unknown section [{section}]")
+            hints = get_type_hints(cls)
+            for key, raw in parser.items(section):
+                if key not in hints:
+                    raise ConfigError(f"{path}: [{section}] unknown key {key!r}")
+                where = f"{path}: [{section}] {key}"
+                values.setdefault(section, {})[key] = _parse(raw, hints[key], where)
+    for section, kv in (overrides or {}).items():
+        values.setdefault(section, {}).update(kv)
+    built = {name: cls(**values.get(name, {})) for name, cls in sections.items()}
+    return Config(**built)
+
+
+def render_example() -> str:
+    """A complete, commented INI file showing every setting at its default."""
+    lines = [
+        "# vdsm_py configuration. Every setting is shown at its default, commented out.",
+        "# Generated by 'vdsm-tool config-example'; do not edit the example by hand.",
+    ]
+    for name, cls in _sections().items():
+        lines += ["", f"[{name}]"]
+        for f in dataclasses.fields(cls):
+            for doc_line in textwrap.wrap(f.metadata["doc"], 88):
+                lines.append(f"# {doc_line}")
+            default = f.default
+            if isinstance(default, bool):
+                default = "true" if default else "false"
+            lines.append(f"# {f.name} = {default}")
+    return "\n".join(lines) + "\n"
