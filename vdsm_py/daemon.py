@@ -1,0 +1,162 @@
+"""The composition root: builds every component of the daemon, wires them, runs them.
+
+This is the only module that knows all the parts. Each part gets what it needs passed in
+(no global registry, no god object): the executor, the event bus, its own config section.
+Start order: instance lock → PKI check → schema + dispatcher → domain components → listen →
+recovery (VM verbs answer 99 meanwhile) → READY. Stop order is the reverse, and never
+touches running VMs: a daemon restart must be invisible to guests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vdsm_py import __version__
+from vdsm_py.config import Config
+from vdsm_py.events import EventBus
+from vdsm_py.executor import Executor
+from vdsm_py.rpc.dispatch import Dispatcher
+from vdsm_py.rpc.schema import Schema
+from vdsm_py.service import sdnotify
+from vdsm_py.service.instance_lock import AlreadyRunning, InstanceLock
+
+log = logging.getLogger("vdsm_py.daemon")
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message tells the admin exactly why."""
+
+
+@dataclass
+class Daemon:
+    config: Config
+    events: EventBus = field(default_factory=EventBus)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _cleanups: list[Callable[[], Any]] = field(default_factory=list)
+    _recoveries: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    server: Any = None
+    dispatcher: Dispatcher | None = None
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Run until SIGTERM/SIGINT or :meth:`request_stop`; clean up whatever started."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            await self._start()
+            await self._stop.wait()
+        finally:
+            sdnotify.stopping()
+            await self._shutdown()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("received %s, stopping", sig.name)
+        self._stop.set()
+
+    async def _start(self) -> None:
+        cfg = self.config
+        lock = InstanceLock(cfg.lock_file)
+        try:
+            lock.acquire()
+        except AlreadyRunning as exc:
+            raise StartupError(str(exc)) from exc
+        except OSError as exc:
+            raise StartupError(f"cannot take the instance lock {lock.path}: {exc}") from exc
+        self._cleanups.append(lock.release)
+        cfg.daemon.state_dir.mkdir(parents=True, exist_ok=True)
+
+        ssl_context = self._ssl_context()
+        self.events.bind(asyncio.get_running_loop())
+        executor = Executor(cfg.rpc.workers, cfg.rpc.call_timeout)
+        self._cleanups.append(executor.close)
+
+        dispatcher = Dispatcher(Schema.load(), executor, call_timeout=cfg.rpc.call_timeout)
+        self.dispatcher = dispatcher
+        await self._build_domain(dispatcher, executor)
+        dispatcher.check_complete()
+
+        from vdsm_py.transport.server import StompServer
+
+        server = StompServer(dispatcher.handle, self.events, ssl_context=ssl_context, rpc=cfg.rpc)
+        try:
+            await server.start(cfg.addresses.host, cfg.addresses.port)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {cfg.addresses.host} port {cfg.addresses.port}: "
+                f"{exc.strerror or exc}"
+            ) from exc
+        self.server = server
+        self._cleanups.append(server.close)
+        log.info(
+            "vdsm_py %s listening on %s port %d (%s)",
+            __version__, cfg.addresses.host, server.port,
+            "PLAINTEXT, INSECURE" if ssl_context is None else "mutual TLS",
+        )
+        await self._recover(dispatcher)
+        interval = sdnotify.watchdog_interval()
+        if interval:
+            task = asyncio.create_task(sdnotify.watchdog_loop(interval), name="watchdog")
+            self._cleanups.append(task.cancel)
+        sdnotify.ready(f"Serving on port {server.port}")
+
+    def _ssl_context(self) -> Any:
+        cfg = self.config
+        if cfg.pki.insecure:
+            log.warning(
+                "*** INSECURE MODE: TLS is OFF, any client on the network can control this "
+                "host. Development only. ***"
+            )
+            return None
+        from vdsm_py.pki.check import PkiError, check_identity
+        from vdsm_py.pki.layout import PkiPaths
+        from vdsm_py.transport.tls import server_context
+
+        paths = PkiPaths(cfg.pki.dir)
+        try:
+            check_identity(paths)
+            return server_context(paths)
+        except PkiError as exc:
+            raise StartupError(f"PKI problem: {exc}") from exc
+
+    async def _build_domain(self, dispatcher: Dispatcher, executor: Executor) -> None:
+        """Create the domain components and register their API objects."""
+        from vdsm_py.api.host import HostApi
+        from vdsm_py.host.stats import HostStatsSampler
+
+        sampler = HostStatsSampler(executor, interval=self.config.host.stats_interval)
+        await sampler.start()
+        self._cleanups.append(sampler.stop)
+        dispatcher.register("Host", HostApi.build(self.config, sampler))
+
+    async def _recover(self, dispatcher: Dispatcher) -> None:
+        """Adopt what runs on the host before answering verbs that depend on it."""
+        dispatcher.recovering = True
+        sdnotify.status("Recovering")
+        try:
+            for recover in self._recoveries:
+                await recover()
+        finally:
+            dispatcher.recovering = False
+
+    async def _shutdown(self) -> None:
+        while self._cleanups:
+            cleanup = self._cleanups.pop()
+            try:
+                result = cleanup()
+                if asyncio.iscoroutine(result):
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait_for(result, 10)
+            except Exception:
+                log.exception("error while stopping (%r)", cleanup)
+        log.info("vdsm_py stopped")

@@ -1,0 +1,1 @@
+"""Process-level concerns of the daemon: systemd integration, logging, the instance lock."""
