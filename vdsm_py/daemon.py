@@ -137,7 +137,9 @@ class Daemon:
         sampler = HostStatsSampler(executor, interval=self.config.host.stats_interval)
         await sampler.start()
         self._cleanups.append(sampler.stop)
-        dispatcher.register("Host", HostApi.build(self.config, sampler))
+        host_api = HostApi.build(self.config, sampler)
+        await executor.run(host_api.warm_up, name="host facts")  # caps/DMI once, at start
+        dispatcher.register("Host", host_api)
 
     async def _recover(self, dispatcher: Dispatcher) -> None:
         """Adopt what runs on the host before answering verbs that depend on it."""

@@ -144,6 +144,8 @@ class Dispatcher:
         )
         if response is None:
             return None
+        if isinstance(response, list) and len(response) == 1:
+            response = response[0]  # as VDSM: one response is an object, even from a batch
         return orjson.dumps(response)
 
     def _make_handler(self, verb: Verb, fn: Callable[..., Any]) -> Handler:

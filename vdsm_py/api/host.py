@@ -1,0 +1,93 @@
+"""The ``Host`` verbs about the host itself: ping2, confirmConnectivity, getCapabilities,
+getStats, getHardwareInfo.
+
+Thin by design: each verb asks a domain object of ``vdsm_py.host`` and returns its answer,
+already in VDSM's wire shape. Coroutine verbs run on the loop and must stay cheap (ping2,
+getStats answers from the sampler's memory); plain methods run on the worker pool under the
+dispatcher's timeout (capabilities and DMI read files and run ``dpkg-query`` the first time).
+Must not touch libvirt, files or processes itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from vdsm_py.config import Config
+from vdsm_py.host.caps import CpuFlagsProvider, HooksProvider, HostCapabilities
+from vdsm_py.host.hardware import HardwareInfo
+from vdsm_py.host.stats import HostStatsSampler
+
+log = logging.getLogger("vdsm_py.api")
+
+StatsContributor = Callable[[], dict[str, Any]]
+
+
+class HostApi:
+    """Implements the host's own ``Host`` verbs for :class:`~vdsm_py.rpc.dispatch.Dispatcher`.
+
+    ``stats_contributors`` let other domains add their keys to ``getStats`` (virt: vmCount,
+    vmActive...; storage: storageDomains) without this class knowing them; each must be
+    cheap and non-blocking, as getStats runs on the loop.
+    """
+
+    def __init__(
+        self,
+        capabilities: HostCapabilities,
+        sampler: HostStatsSampler,
+        hardware: HardwareInfo,
+        *,
+        stats_contributors: tuple[StatsContributor, ...] = (),
+    ) -> None:
+        self.capabilities = capabilities
+        self.sampler = sampler
+        self.hardware = hardware
+        self.stats_contributors = list(stats_contributors)
+
+    @classmethod
+    def build(
+        cls,
+        config: Config,
+        sampler: HostStatsSampler,
+        *,
+        hooks: HooksProvider | None = None,
+        extra_cpu_flags: CpuFlagsProvider | None = None,
+    ) -> HostApi:
+        """The production wiring from the daemon's configuration."""
+        caps = HostCapabilities(
+            state_dir=config.daemon.state_dir,
+            configured_uuid=config.host.uuid,
+            hooks=hooks,
+            extra_cpu_flags=extra_cpu_flags,
+        )
+        return cls(caps, sampler, HardwareInfo())
+
+    def warm_up(self) -> None:
+        """Compute the cached facts now (blocking: run on the worker pool at start-up)."""
+        self.capabilities.static()
+        self.hardware.report()
+
+    def add_stats_contributor(self, contributor: StatsContributor) -> None:
+        self.stats_contributors.append(contributor)
+
+    # -- verbs --------------------------------------------------------------------------
+
+    async def ping2(self) -> bool:
+        return True
+
+    async def confirm_connectivity(self) -> bool:
+        # The dispatcher records every call as activity; this verb only has to answer.
+        return True
+
+    def get_capabilities(self) -> dict[str, Any]:
+        return self.capabilities.report()
+
+    async def get_stats(self) -> dict[str, Any]:
+        stats = self.sampler.report()
+        for contributor in self.stats_contributors:
+            stats.update(contributor())
+        return stats
+
+    def get_hardware_info(self) -> dict[str, str]:
+        return self.hardware.report()
