@@ -132,12 +132,17 @@ class Daemon:
     async def _build_domain(self, dispatcher: Dispatcher, executor: Executor) -> None:
         """Create the domain components and register their API objects."""
         from vdsm_py.api.host import HostApi
+        from vdsm_py.hooks import HookRunner
         from vdsm_py.host.stats import HostStatsSampler
+
+        hooks = HookRunner.from_config(self.config)
+        await hooks.run("before_vdsm_start")
+        self._cleanups.append(lambda: hooks.run("after_vdsm_stop"))
 
         sampler = HostStatsSampler(executor, interval=self.config.host.stats_interval)
         await sampler.start()
         self._cleanups.append(sampler.stop)
-        host_api = HostApi.build(self.config, sampler)
+        host_api = HostApi.build(self.config, sampler, hooks=hooks)
         await executor.run(host_api.warm_up, name="host facts")  # caps/DMI once, at start
         dispatcher.register("Host", host_api)
 

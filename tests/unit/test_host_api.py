@@ -197,7 +197,7 @@ async def test_build_wires_the_configured_uuid_and_state_dir(rpc, tmp_path):
                                 "host": {"uuid": VM_ID}})
     api = HostApi.build(config, rpc.sampler)
     await asyncio.get_running_loop().run_in_executor(None, api.warm_up)
-    assert api.get_capabilities()["uuid"] == VM_ID
+    assert (await api.get_capabilities())["uuid"] == VM_ID
     assert api.get_hardware_info() == HardwareInfo().report()
 
 

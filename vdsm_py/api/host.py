@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vdsm_py.config import Config
 from vdsm_py.host.caps import CpuFlagsProvider, HooksProvider, HostCapabilities
 from vdsm_py.host.hardware import HardwareInfo
 from vdsm_py.host.stats import HostStatsSampler
+
+if TYPE_CHECKING:
+    from vdsm_py.hooks import HookRunner
 
 log = logging.getLogger("vdsm_py.api")
 
@@ -38,11 +41,13 @@ class HostApi:
         sampler: HostStatsSampler,
         hardware: HardwareInfo,
         *,
+        hooks: HookRunner | None = None,
         stats_contributors: tuple[StatsContributor, ...] = (),
     ) -> None:
         self.capabilities = capabilities
         self.sampler = sampler
         self.hardware = hardware
+        self.hooks = hooks
         self.stats_contributors = list(stats_contributors)
 
     @classmethod
@@ -51,17 +56,22 @@ class HostApi:
         config: Config,
         sampler: HostStatsSampler,
         *,
-        hooks: HooksProvider | None = None,
+        hooks: HookRunner | None = None,
         extra_cpu_flags: CpuFlagsProvider | None = None,
     ) -> HostApi:
-        """The production wiring from the daemon's configuration."""
+        """The production wiring from the daemon's configuration.
+
+        With ``hooks``, capabilities list the installed hook scripts and the
+        ``before_get_caps``/``after_get_caps``/``after_get_stats`` points run.
+        """
+        listing: HooksProvider | None = hooks.describe if hooks is not None else None
         caps = HostCapabilities(
             state_dir=config.daemon.state_dir,
             configured_uuid=config.host.uuid,
-            hooks=hooks,
+            hooks=listing,
             extra_cpu_flags=extra_cpu_flags,
         )
-        return cls(caps, sampler, HardwareInfo())
+        return cls(caps, sampler, HardwareInfo(), hooks=hooks)
 
     def warm_up(self) -> None:
         """Compute the cached facts now (blocking: run on the worker pool at start-up)."""
@@ -80,13 +90,24 @@ class HostApi:
         # The dispatcher records every call as activity; this verb only has to answer.
         return True
 
-    def get_capabilities(self) -> dict[str, Any]:
-        return self.capabilities.report()
+    async def get_capabilities(self) -> dict[str, Any]:
+        hooks = self.hooks
+        if hooks is not None:
+            await hooks.run("before_get_caps")
+        # report() lists hook scripts (file reads): keep it off the loop.
+        caps = await self.sampler.executor.run(
+            self.capabilities.report, name="Host.getCapabilities"
+        )
+        if hooks is not None and hooks.has_scripts("after_get_caps"):
+            caps = await hooks.run_json("after_get_caps", caps)
+        return caps
 
     async def get_stats(self) -> dict[str, Any]:
         stats = self.sampler.report()
         for contributor in self.stats_contributors:
             stats.update(contributor())
+        if self.hooks is not None and self.hooks.has_scripts("after_get_stats"):
+            stats = await self.hooks.run_json("after_get_stats", stats)
         return stats
 
     def get_hardware_info(self) -> dict[str, str]:
