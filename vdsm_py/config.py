@@ -89,6 +89,116 @@ class HooksConfig:
     dir: Path = setting(
         Path("/usr/libexec/vdsm_py/hooks"), "Root of the hook directories (one per hook point)."
     )
+    timeout: float = setting(
+        60.0, "Seconds one hook script may run; past it the script and every process in its "
+        "process group are killed, and that counts as a hook error."
+    )
+
+
+@dataclass(frozen=True)
+class VirtConfig:
+    libvirt_uri: str = setting(
+        "qemu:///system", "libvirt connection URI of the hypervisor ('test:///default' is "
+        "libvirt's embedded test driver, used by development hosts)."
+    )
+    domain_type: str = setting(
+        "kvm", "libvirt domain type of the VMs built from a plain VM.create spec: 'kvm', or "
+        "'qemu' (TCG, no hardware acceleration)."
+    )
+    arch: str = setting("x86_64", "Guest architecture of the VMs built from a plain spec.")
+    emulated_machine: str = setting(
+        "pc", "Machine type when VM.create names none ('pc', 'q35' or a versioned name)."
+    )
+    libvirt_timeout: float = setting(
+        30.0, "Seconds one libvirt call may take before it fails (and its worker is replaced)."
+    )
+    stats_interval: float = setting(
+        15.0, "Seconds between bulk samples of all VMs' statistics; rates are computed "
+        "between two samples."
+    )
+    guest_agent_interval: float = setting(
+        60.0, "Seconds between queries of the guest agents (IP addresses, host name, OS) of "
+        "VMs whose qemu-guest-agent is connected."
+    )
+    guest_agent_channel: bool = setting(
+        True, "Give VMs built from a plain spec a qemu-guest-agent channel."
+    )
+    powering_up_timeout: float = setting(
+        60.0, "Seconds a started VM is reported 'Powering up' before it is reported 'Up' "
+        "when no guest agent says so sooner (VDSM waits 60 s)."
+    )
+    shutdown_timeout: float = setting(
+        120.0, "Seconds VM.shutdown waits for each method (guest agent, ACPI, force) before "
+        "trying the next, when the caller gives no timeout."
+    )
+    create_error_wait: float = setting(
+        0.1, "Seconds VM.create waits for libvirt before answering: a refusal within this "
+        "time is answered as error 9 and leaves nothing behind; a later failure is reported "
+        "as the VM going Down."
+    )
+    graphics_listen: str = setting(
+        "0.0.0.0", "Address VNC/SPICE consoles listen on when the spec names none."
+    )
+    max_ticket_ttl: int = setting(
+        86400, "Longest console ticket validity VM.setTicket accepts, in seconds."
+    )
+    spare_root_ports: int = setting(
+        4, "Empty PCIe root ports given to q35 VMs so that devices can be hot-plugged."
+    )
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    netns: str = setting(
+        "", "Network namespace whose networks the agent manages; empty means the agent's "
+        "own. Tests and development hosts point it at a private namespace."
+    )
+    fake_nics: str = setting(
+        "dummy_*,veth_*", "Comma-separated name globs of devices treated as NICs besides "
+        "physical ones (VDSM's fake_nics), for test and development hosts."
+    )
+    apply_timeout: float = setting(
+        120.0, "Seconds one setupNetworks change (validation and kernel steps, without the "
+        "connectivity check) may take."
+    )
+    restore_on_start: bool = setting(
+        True, "At start-up, restore the persisted network configuration and remove changes "
+        "that were not persisted with Host.setSafeNetworkConfig."
+    )
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    data_center: Path = setting(
+        Path("/rhev/data-center"), "Data-center root: storage connections appear under its "
+        "mnt/ directory (VDSM's repository)."
+    )
+    monitor_interval: float = setting(
+        10.0, "Seconds between checks (an O_DIRECT read of the metadata) of each active "
+        "storage domain."
+    )
+    check_timeout: float = setting(
+        30.0, "Seconds one domain check may take before the domain is reported invalid; a "
+        "check stuck on storage is never started twice."
+    )
+    sanlock_io_timeout: int = setting(
+        10, "sanlock I/O timeout in seconds for new lockspaces; host id acquisition takes "
+        "several of these (VDSM's default is 10)."
+    )
+    sanlock_run_dir: str = setting(
+        "", "Directory of the sanlock daemon's socket (SANLOCK_RUN_DIR); empty means "
+        "sanlock's default."
+    )
+    host_id_timeout: float = setting(
+        120.0, "Seconds StoragePool.spmStart waits for this host's id on the master domain."
+    )
+    qemu_img_timeout: float = setting(
+        300.0, "Seconds one qemu-img create/resize/info may take."
+    )
+    call_timeout: float = setting(
+        600.0, "Seconds a storage verb may take on the worker pool (volume creation with "
+        "preallocation can be slow)."
+    )
 
 
 @dataclass(frozen=True)
@@ -99,6 +209,9 @@ class Config:
     rpc: RpcConfig = field(default_factory=RpcConfig)
     host: HostConfig = field(default_factory=HostConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
+    virt: VirtConfig = field(default_factory=VirtConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
 
     @property
     def lock_file(self) -> Path:

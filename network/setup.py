@@ -1,0 +1,120 @@
+"""The blocking core of setupNetworks and of restoring the persisted configuration.
+
+Owns one change from request to kernel: read the host's links, validate the whole request
+against them and the running configuration, plan, apply every step in one transaction and,
+on a failed step, roll everything back and raise VDSM's error naming the item. Also owns
+restore (make the kernel match the persisted configuration and drop unsaved changes),
+shared by the daemon's start and ``vdsm-tool restore-nets``. Runs on a worker thread (or in
+the tool's process); knows nothing of asyncio, clients or connectivity checks.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from network.configurator import Configurator, Plan, missing_bonds, missing_networks, plan
+from network.model import NetConfig, SetupRequest
+from network.netlink import Netlink
+from network.persistence import ConfigStore
+from network.transaction import StepFailed, Transaction
+from network.validate import NicFilter, validate
+from vdsm_py.errors import NetworkFailedIfup, NetworkUsedBridge
+
+log = logging.getLogger("vdsm_py.network")
+
+
+@dataclass
+class Applied:
+    """A change that is in the kernel but not yet final: it can still be rolled back."""
+
+    before: NetConfig
+    after: NetConfig
+    tx: Transaction
+
+
+def _failure(exc: StepFailed, rollback_failures: list[str]) -> Exception:
+    cause = exc.cause
+    why = cause.args[1] if isinstance(cause, NetlinkError) and len(cause.args) > 1 else cause
+    message = f"{exc.item}: {exc.what} failed: {why}"
+    if rollback_failures:
+        message += "; ROLLBACK INCOMPLETE: " + "; ".join(rollback_failures)
+    else:
+        message += "; every change was rolled back"
+    if isinstance(cause, NetlinkError) and cause.code == 17 and "create" in exc.what:
+        return NetworkUsedBridge(message)
+    return NetworkFailedIfup(message)
+
+
+class NetworkSetup:
+    """Applies validated changes to one network namespace and records them in the store."""
+
+    def __init__(self, netns: str, store: ConfigStore, nic_filter: NicFilter) -> None:
+        self.netns = netns
+        self.store = store
+        self.nic_filter = nic_filter
+        self._nl: Netlink | None = None
+
+    @property
+    def nl(self) -> Netlink:
+        if self._nl is None:
+            self._nl = Netlink(self.netns)
+        return self._nl
+
+    def close(self) -> None:
+        if self._nl is not None:
+            self._nl.close()
+            self._nl = None
+
+    def apply(self, request: SetupRequest) -> Applied:
+        """Validate and apply; the running configuration is saved by :meth:`commit`."""
+        running = self.store.running()
+        desired = validate(request, running, self.nl.links(), self.nic_filter)
+        return self._apply(running, desired, plan(running, desired))
+
+    def _apply(self, running: NetConfig, desired: NetConfig, the_plan: Plan) -> Applied:
+        tx = Transaction()
+        try:
+            Configurator(self.nl, tx).apply(the_plan, desired)
+        except StepFailed as exc:
+            failures = tx.rollback()
+            raise _failure(exc, failures) from exc
+        log.info("network change applied in %d steps: networks %s, bonds %s", tx.done,
+                 sorted(desired.networks), sorted(desired.bondings))
+        return Applied(running, desired, tx)
+
+    def commit(self, applied: Applied) -> None:
+        self.store.save_running(applied.after)
+
+    def rollback(self, applied: Applied) -> list[str]:
+        failures = applied.tx.rollback()
+        log.warning("network change rolled back%s",
+                    f" INCOMPLETELY: {failures}" if failures else "")
+        return failures
+
+    def restore(self) -> NetConfig:
+        """Make the kernel match the persisted configuration; forget unsaved changes.
+
+        Networks and bonds of the running configuration that are not persisted are
+        removed; persisted ones that differ or are missing from the kernel (after a boot)
+        are rebuilt. Without a persisted configuration, nothing is persisted: everything
+        the agent made is removed, as VDSM does.
+        """
+        running = self.store.running()
+        safe = self.store.safe()
+        the_plan = plan(
+            running, safe,
+            rebuild=missing_networks(self.nl, safe) & frozenset(running.networks),
+            rebuild_bonds=missing_bonds(self.nl, safe) & frozenset(running.bondings),
+        )
+        if not (the_plan.nets_down or the_plan.nets_up or the_plan.bonds_down
+                or the_plan.bonds_up):
+            log.info("network configuration already matches the persisted one")
+            self.store.save_running(safe)
+            return safe
+        applied = self._apply(running, safe, the_plan)
+        self.commit(applied)
+        log.info("persisted network configuration restored")
+        return safe
