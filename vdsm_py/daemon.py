@@ -146,6 +146,15 @@ class Daemon:
         await executor.run(host_api.warm_up, name="host facts")  # caps/DMI once, at start
         dispatcher.register("Host", host_api)
 
+        from network.service import NetworkService
+
+        net = NetworkService.build(self.config, executor, self.events)
+        await net.start()  # restores the persisted ("safe") network configuration
+        self._cleanups.append(net.stop)
+        dispatcher.register("Host", net.api())
+        dispatcher.on_activity(net.on_activity)
+        host_api.add_caps_contributor(net.capabilities)
+
     async def _recover(self, dispatcher: Dispatcher) -> None:
         """Adopt what runs on the host before answering verbs that depend on it."""
         dispatcher.recovering = True

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("vdsm_py.api")
 
 StatsContributor = Callable[[], dict[str, Any]]
+CapsContributor = Callable[[], dict[str, Any]]
 
 
 class HostApi:
@@ -49,6 +50,7 @@ class HostApi:
         self.hardware = hardware
         self.hooks = hooks
         self.stats_contributors = list(stats_contributors)
+        self.caps_contributors: list[CapsContributor] = []
 
     @classmethod
     def build(
@@ -81,6 +83,19 @@ class HostApi:
     def add_stats_contributor(self, contributor: StatsContributor) -> None:
         self.stats_contributors.append(contributor)
 
+    def add_caps_contributor(self, contributor: CapsContributor) -> None:
+        """Let another domain add capability keys (network: networks, nics, bondings...).
+
+        Contributors may block (they read the kernel's state); they run on the worker pool.
+        """
+        self.caps_contributors.append(contributor)
+
+    def _full_capabilities(self) -> dict[str, Any]:
+        caps = self.capabilities.report()
+        for contributor in self.caps_contributors:
+            caps.update(contributor())
+        return caps
+
     # -- verbs --------------------------------------------------------------------------
 
     async def ping2(self) -> bool:
@@ -96,7 +111,7 @@ class HostApi:
             await hooks.run("before_get_caps")
         # report() lists hook scripts (file reads): keep it off the loop.
         caps = await self.sampler.executor.run(
-            self.capabilities.report, name="Host.getCapabilities"
+            self._full_capabilities, name="Host.getCapabilities"
         )
         if hooks is not None and hooks.has_scripts("after_get_caps"):
             caps = await hooks.run_json("after_get_caps", caps)
