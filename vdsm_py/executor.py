@@ -71,13 +71,21 @@ class _Worker:
             try:
                 result = task.fn()
             except BaseException as exc:  # noqa: BLE001 - handed to the caller as is
-                task.loop.call_soon_threadsafe(_set_exception, task.future, exc)
+                _deliver(task, _set_exception, exc)
             else:
-                task.loop.call_soon_threadsafe(_set_result, task.future, result)
+                _deliver(task, _set_result, result)
             finally:
                 self.task = None
                 task.worker = None
         self.pool._written_off_done(self)
+
+
+def _deliver(task: _Task, setter: Callable[[asyncio.Future[Any], Any], None], value: Any) -> None:
+    """Hand a result to the caller's loop; if that loop is gone, nobody is waiting."""
+    try:
+        task.loop.call_soon_threadsafe(setter, task.future, value)
+    except RuntimeError:
+        log.debug("result of %s dropped: its event loop is closed", task.name)
 
 
 def _set_result(future: asyncio.Future[Any], value: Any) -> None:
@@ -144,7 +152,7 @@ class Executor:
         ctx = contextvars.copy_context()
         task = _Task(
             fn=lambda: ctx.run(fn, *args, **kwargs),
-            name=name or getattr(fn, "__qualname__", repr(fn)),
+            name=name or str(getattr(fn, "__qualname__", None) or repr(fn)),
             timeout=self.default_timeout if timeout is None else timeout,
             loop=loop,
             future=loop.create_future(),
