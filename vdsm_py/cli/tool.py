@@ -14,6 +14,9 @@ from collections.abc import Sequence
 # Modules that add subcommands; each has register(subparsers: argparse._SubParsersAction).
 TASK_MODULES = (
     "vdsm_py.cli.tool_config",
+    "vdsm_py.cli.tool_docs",
+    "vdsm_py.cli.tool_network",
+    "vdsm_py.cli.tool_pki",
 )
 
 
