@@ -52,6 +52,13 @@ from vdsm_py.errors import invalid_parameter, missing_parameter
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "api" / "schema"
 
 PRIMITIVES = ("string", "int", "float", "boolean", "any")
+SPEC_KEYS = frozenset(
+    {
+        "type", "description", "required", "default", "format", "min", "max", "pattern",
+        "maxLength", "maxItems", "items", "values", "properties", "additional", "name",
+        "added", "example",
+    }
+)
 Checker = Callable[[Any, str], Any]
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
@@ -193,6 +200,14 @@ class Schema:
 
     def _check_references(self) -> None:
         def walk(spec: dict[str, Any], where: str) -> None:
+            unknown = set(spec) - SPEC_KEYS
+            if unknown:
+                # Typically a description with a comma in a YAML flow mapping
+                # ({description: a, b}) that YAML split into a stray key: quote it.
+                raise SchemaError(
+                    f"{where}: unknown keys {sorted(map(str, unknown))} (quote descriptions "
+                    "that contain commas or colons)"
+                )
             t = spec.get("type", "any")
             if t in ("list",):
                 walk(spec.get("items", {}), where)
