@@ -329,3 +329,49 @@ async def test_verbs_not_available_during_recovery_answer_99(rpc):
 async def test_recovery_is_checked_before_parameters(rpc):
     rpc.dispatcher.recovering = True
     assert (await rpc.error("Probe.echo", {}))["code"] == 99
+
+
+# -- hooks on capabilities and stats --------------------------------------------------------
+
+
+def _script(path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+
+
+async def test_caps_hooks_run_and_installed_scripts_are_listed(rpc, tmp_path):
+    from vdsm_py.hooks import HookRunner
+
+    root = tmp_path / "hooks"
+    marker = tmp_path / "before-ran"
+    _script(root / "before_get_caps" / "10_mark", f"#!/bin/sh\ntouch {marker}\n")
+    _script(
+        root / "after_get_caps" / "10_add",
+        "#!/usr/bin/env python3\nimport hooking\ncaps = hooking.read_json()\n"
+        "caps['addedByHook'] = 'yes'\nhooking.write_json(caps)\n",
+    )
+    config = load_config(None, {"daemon": {"state_dir": tmp_path / "state"},
+                                "hooks": {"dir": root}})
+    api = HostApi.build(config, rpc.sampler, hooks=HookRunner(root))
+    await asyncio.get_running_loop().run_in_executor(None, api.warm_up)
+    caps = await api.get_capabilities()
+    assert marker.exists()
+    assert caps["addedByHook"] == "yes"
+    assert set(caps["hooks"]) == {"before_get_caps", "after_get_caps"}
+    assert "checksum" in caps["hooks"]["after_get_caps"]["10_add"]
+
+
+async def test_after_get_stats_hook_may_rewrite_stats(rpc, tmp_path):
+    from vdsm_py.hooks import HookRunner
+
+    root = tmp_path / "hooks"
+    _script(
+        root / "after_get_stats" / "10_add",
+        "#!/usr/bin/env python3\nimport hooking\nstats = hooking.read_json()\n"
+        "stats['fromHook'] = 1\nhooking.write_json(stats)\n",
+    )
+    config = load_config(None, {"daemon": {"state_dir": tmp_path / "state"}})
+    api = HostApi.build(config, rpc.sampler, hooks=HookRunner(root))
+    stats = await api.get_stats()
+    assert stats["fromHook"] == 1 and "cpuUser" in stats

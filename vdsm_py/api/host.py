@@ -107,8 +107,8 @@ class HostApi:
 
     async def get_capabilities(self) -> dict[str, Any]:
         hooks = self.hooks
-        if hooks is not None:
-            await hooks.run("before_get_caps")
+        if hooks is not None and hooks.has_scripts("before_get_caps"):
+            await hooks.run_json("before_get_caps", {})  # VDSM hands it an empty document
         # report() lists hook scripts (file reads): keep it off the loop.
         caps = await self.sampler.executor.run(
             self._full_capabilities, name="Host.getCapabilities"
