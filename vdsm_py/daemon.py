@@ -42,6 +42,7 @@ class Daemon:
     _recoveries: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     server: Any = None
     dispatcher: Dispatcher | None = None
+    _tls: Any = None  # ReloadableServerContext, None in insecure mode
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -51,18 +52,34 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_tls)
         try:
             await self._start()
             await self._stop.wait()
         finally:
             sdnotify.stopping()
             await self._shutdown()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("received %s, stopping", sig.name)
         self._stop.set()
+
+    def _reload_tls(self) -> None:
+        """SIGHUP: load renewed certificates (or a new trusted CA) without a restart."""
+        if self._tls is None:
+            log.info("received SIGHUP; no TLS to reload")
+            return
+        from vdsm_py.pki.check import PkiError
+
+        try:
+            self._tls.reload()
+        except PkiError as exc:
+            log.error("received SIGHUP; keeping the current certificates: %s", exc)
+            return
+        log.info("received SIGHUP; certificates reloaded from %s", self._tls.paths.root)
+        sdnotify.status(f"Serving on port {self.server.port if self.server else '?'}")
 
     async def _start(self) -> None:
         cfg = self.config
@@ -120,14 +137,15 @@ class Daemon:
             return None
         from vdsm_py.pki.check import PkiError, check_identity
         from vdsm_py.pki.layout import PkiPaths
-        from vdsm_py.transport.tls import server_context
+        from vdsm_py.transport.tls import ReloadableServerContext
 
         paths = PkiPaths(cfg.pki.dir)
         try:
             check_identity(paths)
-            return server_context(paths)
+            self._tls = ReloadableServerContext(paths)
         except PkiError as exc:
             raise StartupError(f"PKI problem: {exc}") from exc
+        return self._tls.listener
 
     async def _build_domain(self, dispatcher: Dispatcher, executor: Executor) -> None:
         """Create the domain components and register their API objects."""
@@ -154,6 +172,26 @@ class Daemon:
         dispatcher.register("Host", net.api())
         dispatcher.on_activity(net.on_activity)
         host_api.add_caps_contributor(net.capabilities)
+
+        from storage.service import StorageService
+        from vdsm_py.api.storage import register_all
+
+        storage = StorageService.build(self.config, executor, self.events)
+        await storage.start()
+        self._cleanups.append(storage.stop)
+        register_all(dispatcher, storage)
+
+        from vdsm_py.api.host_vms import HostVmsApi
+        from vdsm_py.api.vm import VmApi
+        from vdsm_py.virt import VmManager
+
+        vms = VmManager.build(self.config.virt, executor, self.events, hooks)
+        await vms.start()  # connects to libvirt; recovery adopts the running VMs later
+        self._cleanups.append(vms.stop)  # stops watching; never touches the VMs
+        dispatcher.register("VM", VmApi(vms))
+        dispatcher.register("Host", HostVmsApi(vms))
+        host_api.add_stats_contributor(vms.host_stats)
+        self._recoveries.append(vms.recover)
 
     async def _recover(self, dispatcher: Dispatcher) -> None:
         """Adopt what runs on the host before answering verbs that depend on it."""

@@ -102,3 +102,49 @@ async def test_refused_clients_do_not_disturb_a_working_one(dev_daemon, pki, cli
         assert await good.call("Host.ping2") is True
     finally:
         await good.close()
+
+
+async def _wait_for_log(daemon, text: str, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout * 10)):
+        if text in daemon.log():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{text!r} not in the daemon log")
+
+
+async def test_sighup_reloads_certificates_and_trusted_ca_without_a_restart(dev_daemon, tmp_path):
+    import signal
+
+    from vdsm_py.pki.issue import create_ca, write_identity
+    from vdsm_py.pki.layout import PkiPaths
+
+    old_ctx = dev_daemon.client_ssl_context()
+    kept = await Client.connect("127.0.0.1", dev_daemon.port, ssl_context=old_ctx)
+    try:
+        # A new CA (an engine enrolling the host) and a new host identity under it.
+        new_ca = create_ca("engine CA")
+        host = issue_cert(new_ca, "localhost", hostnames=["localhost"], ips=["127.0.0.1"])
+        write_identity(PkiPaths(dev_daemon.pki_dir), host, new_ca.cert)
+        dev_daemon.proc.send_signal(signal.SIGHUP)
+        await _wait_for_log(dev_daemon, "certificates reloaded")
+
+        await assert_refused(dev_daemon.port, old_ctx)  # the old CA's clients are out
+        await assert_served(dev_daemon)  # the new identity, trusted by the new CA
+        assert await kept.call("Host.ping2") is True  # established connections stay
+        assert dev_daemon.proc.poll() is None
+    finally:
+        await kept.close()
+
+
+async def test_sighup_with_broken_pki_keeps_the_current_certificates(dev_daemon):
+    import signal
+
+    key = dev_daemon.pki_dir / "keys" / "vdsmkey.pem"
+    saved = key.read_bytes()
+    key.write_text("not a key")
+    try:
+        dev_daemon.proc.send_signal(signal.SIGHUP)
+        await _wait_for_log(dev_daemon, "keeping the current certificates")
+    finally:
+        key.write_bytes(saved)
+    await assert_served(dev_daemon)

@@ -83,3 +83,31 @@ def peer_common_name(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | 
     cert = x509.load_der_x509_certificate(der)
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(names[0].value) if names else None
+
+
+class ReloadableServerContext:
+    """The listener's TLS context, whose identity and trusted CA can change in place.
+
+    Certificates are renewed (and an engine may replace the trusted CA) while the daemon
+    runs: :meth:`reload` builds a new context from the PKI directory, and OpenSSL's
+    server-name callback, which runs for every handshake (with or without SNI) before the
+    certificate is sent and the client's is verified, hands each new connection the current
+    one. Connections already established keep the context they were made with.
+    """
+
+    def __init__(self, paths: PkiPaths) -> None:
+        self.paths = paths
+        self.current = server_context(paths)
+        self.listener = self.current
+        self.listener.sni_callback = self._select
+
+    def _select(self, ssl_object: ssl.SSLObject, server_name: str | None, ctx: Any) -> None:
+        if ssl_object.context is not self.current:
+            ssl_object.context = self.current
+
+    def reload(self) -> None:
+        """Load the PKI directory again; on PkiError the previous context stays in use."""
+        from vdsm_py.pki.check import check_identity
+
+        check_identity(self.paths)
+        self.current = server_context(self.paths)
