@@ -35,3 +35,6 @@ def daemon_factory(tmp_path: Path) -> Iterator:
     finally:
         for daemon in started:
             daemon.close()
+
+# Real libvirtd + QEMU fixtures (libvirtd, libvirtd_factory, tiny_guest).
+from tests.integration.conftest_libvirt import libvirtd, libvirtd_factory, tiny_guest  # noqa: F401
