@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from tests.integration.daemon_proc import REPO, DaemonProcess, start_daemon
 
@@ -34,6 +35,7 @@ from engine_lite.errors import (
 )
 from engine_lite.hostside import LocalHostAgent
 from engine_lite.models import HostStatus
+from engine_lite.pki import serial_text
 
 from vdsm_py.client import Client, RpcError
 from vdsm_py.pki.issue import dev_ca_paths, issue_cert, load_ca
@@ -71,6 +73,10 @@ class DevHost:
     async def start(self) -> None:
         self.proc = await asyncio.to_thread(start_daemon, self.root, port=self.port)
 
+    async def reload(self) -> None:
+        """Apply new certificates as vdsmd does: SIGHUP, no restart."""
+        self.proc.proc.send_signal(signal.SIGHUP)
+
     def kill(self) -> None:
         self.proc.stop(signal.SIGKILL)
 
@@ -107,7 +113,7 @@ async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
 
 
 async def enroll(engine: Engine, name: str, host: DevHost) -> None:
-    await engine.add_host(name, "127.0.0.1", host.port, host.agent(), apply=host.restart)
+    await engine.add_host(name, "127.0.0.1", host.port, host.agent(), apply=host.reload)
 
 
 async def vm_verbs_available(engine: Engine, host_name: str) -> bool:
@@ -277,7 +283,15 @@ async def test_renewed_certificate_is_presented_after_apply(
         engine: Engine, hosts: list[DevHost]) -> None:
     await enroll(engine, "h1", hosts[0])
     old = engine.host("h1").cert_serial
+    pid = hosts[0].proc.pid
     await engine.renew_host_cert("h1")
     host = await engine.wait_host_status("h1", UP, WAIT)
     assert host.cert_serial != old
-    assert host.prev_cert_serial == ""  # the host presents the new one: the old is dropped
+    assert hosts[0].proc.pid == pid and hosts[0].proc.proc.poll() is None  # no restart
+    # New connections get the renewed certificate (the engine's own stays connected).
+    _, writer = await asyncio.open_connection("127.0.0.1", hosts[0].port, ssl=engine._ssl)
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    finally:
+        writer.close()
+    assert serial_text(x509.load_der_x509_certificate(der).serial_number) == host.cert_serial

@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("name")
     where = a.add_mutually_exclusive_group(required=True)
     where.add_argument("--dev-dir", type=Path, help="a vdsmd --dev DIR host on this machine "
-                       "(restarted to load the engine's certificates)")
+                       "(told to reload the engine's certificates with SIGHUP)")
     where.add_argument("--pki-dir", type=Path, help="the PKI directory of a host on this machine")
     a.add_argument("--address", default="127.0.0.1", help="address (default %(default)s)")
     a.add_argument("--port", type=int, help="port (dev hosts: read from DIR)")

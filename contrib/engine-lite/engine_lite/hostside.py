@@ -7,11 +7,12 @@ the daemon use them. On a real host these would run over SSH as oVirt's host-dep
 :class:`LocalHostAgent` runs them for a host on this machine by calling ``vdsm-tool pki
 csr`` / ``vdsm-tool pki install`` against its PKI directory.
 
-Applying new certificates: vdsm_py's daemon loads its TLS context at start only, so the
-agent restarts it (``apply: "dev-restart"`` for a ``vdsmd --dev DIR`` host, or a command,
-e.g. ``systemctl restart vdsm_py``), or does nothing and lets the admin restart it
-(``apply: "manual"``; the host stays Installing until it presents the engine's
-certificate). Must not talk JSON-RPC to the host (the engine does).
+Applying new certificates: vdsm_py's daemon reloads its certificate and trusted CA on
+SIGHUP, for new connections, without a restart. For a ``vdsmd --dev DIR`` host the agent
+sends that signal (``apply: "dev-reload"``; a dev host that is not running is started);
+otherwise it runs a command (e.g. ``systemctl reload vdsm_py``), or does nothing and lets
+the admin do it (``apply: "manual"``; the host stays Installing until it presents the
+engine's certificate). Must not talk JSON-RPC to the host (the engine does).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from engine_lite.errors import EnrollmentError, InvalidInput
 
 log = logging.getLogger("engine_lite.hostside")
 
-APPLY_MODES = ("manual", "dev-restart", "command")
+APPLY_MODES = ("manual", "dev-reload", "command")
 TOOL_TIMEOUT = 60.0
 
 
@@ -49,7 +50,7 @@ class LocalHostAgent:
     """Runs the host-side tasks for a host whose PKI directory is on this machine.
 
     ``spec`` (stored with the host): ``pki_dir``; ``apply`` (one of :data:`APPLY_MODES`);
-    ``dev_dir`` for dev-restart; ``command`` (argv) for command; ``names``/``ips`` for the
+    ``dev_dir`` for dev-reload; ``command`` (argv) for command; ``names``/``ips`` for the
     certificate's SANs.
     """
 
@@ -60,7 +61,7 @@ class LocalHostAgent:
     @classmethod
     def for_dev_host(cls, dev_dir: Path, address: str, **kw: Any) -> LocalHostAgent:
         dev_dir = dev_dir.resolve()
-        return cls(_spec(dev_dir / "pki", address, apply="dev-restart", dev_dir=str(dev_dir)),
+        return cls(_spec(dev_dir / "pki", address, apply="dev-reload", dev_dir=str(dev_dir)),
                    **kw)
 
     @classmethod
@@ -112,8 +113,8 @@ class LocalHostAgent:
 
     async def apply(self) -> None:
         mode = self.spec.get("apply", "manual")
-        if mode == "dev-restart":
-            await restart_dev_host(Path(self.spec["dev_dir"]), self.tool_python(), self.env)
+        if mode == "dev-reload":
+            await reload_dev_host(Path(self.spec["dev_dir"]), self.tool_python(), self.env)
         elif mode == "command":
             await self._run(list(self.spec["command"]), "restart the host daemon")
         else:
@@ -191,19 +192,21 @@ def _lock_held(dev_dir: Path) -> bool:
     return False
 
 
-async def restart_dev_host(dev_dir: Path, python: str, env: dict[str, str]) -> None:
-    """SIGTERM the ``vdsmd --dev DIR`` recorded in DIR's lock file, then start it again,
-    detached, on the port its config records, logging to ``DIR/vdsmd.log``."""
+async def reload_dev_host(dev_dir: Path, python: str, env: dict[str, str]) -> None:
+    """Make the ``vdsmd --dev DIR`` recorded in DIR's lock file load its new certificates
+    (SIGHUP: no restart, its VMs and connections stay); start it if none runs."""
     pid = dev_host_pid(dev_dir)
     if pid is not None and _lock_held(dev_dir):
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        for _ in range(300):
-            if not _lock_held(dev_dir):
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise EnrollmentError(f"the dev host daemon (pid {pid}) did not stop in 30 s")
+            os.kill(pid, signal.SIGHUP)
+            log.info("asked the dev host daemon in %s (pid %d) to reload", dev_dir, pid)
+            return
+    await start_dev_host(dev_dir, python, env)
+
+
+async def start_dev_host(dev_dir: Path, python: str, env: dict[str, str]) -> None:
+    """Start ``vdsmd --dev DIR`` detached, on the port its config records, logging to
+    ``DIR/vdsmd.log``."""
     log_file = open(dev_dir / "vdsmd.log", "ab")  # noqa: SIM115, ASYNC230 - tiny, handed to the child
     try:
         await asyncio.create_subprocess_exec(
@@ -212,4 +215,4 @@ async def restart_dev_host(dev_dir: Path, python: str, env: dict[str, str]) -> N
             env={**os.environ, **env}, start_new_session=True)
     finally:
         log_file.close()
-    log.info("restarted the dev host daemon in %s", dev_dir)
+    log.info("started the dev host daemon in %s", dev_dir)
