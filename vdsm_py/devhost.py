@@ -20,7 +20,7 @@ CONF_NAME = "vdsm_py.conf"
 
 def dev_settings(root: Path) -> dict[str, dict[str, str]]:
     """The settings a development host starts with (as INI strings)."""
-    settings = {
+    return {
         "daemon": {
             "state_dir": str(root / "state"),
             "run_dir": str(root / "run"),
@@ -29,18 +29,10 @@ def dev_settings(root: Path) -> dict[str, dict[str, str]]:
         "pki": {"dir": str(root / "pki")},
         "hooks": {"dir": str(root / "hooks")},
         "host": {"stats_interval": "5"},
+        "storage": {"data_center": str(root / "data-center")},
+        # libvirt's embedded test driver: no libvirtd, no root, deterministic.
+        "virt": {"libvirt_uri": "test:///default"},
     }
-    settings.update(_dev_virt_settings())
-    return settings
-
-
-def _dev_virt_settings() -> dict[str, dict[str, str]]:
-    """Point virt at libvirt's embedded test driver, when the virt section exists."""
-    from vdsm_py import config as config_module
-
-    if not hasattr(config_module, "VirtConfig"):
-        return {}
-    return {"virt": {"libvirt_uri": "test:///default"}}
 
 
 def prepare(root: Path, port: int | None = None) -> Config:
