@@ -17,14 +17,24 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from network.service import NetworkService
+from storage.service import StorageService
 from vdsm_py import __version__
+from vdsm_py.api.host import HostApi
+from vdsm_py.api.host_vms import HostVmsApi
+from vdsm_py.api.storage import register_all as register_storage_verbs
+from vdsm_py.api.vm import VmApi
 from vdsm_py.config import Config
 from vdsm_py.events import EventBus
 from vdsm_py.executor import Executor
+from vdsm_py.hooks import HookRunner
+from vdsm_py.host.stats import HostStatsSampler
 from vdsm_py.rpc.dispatch import Dispatcher
 from vdsm_py.rpc.schema import Schema
 from vdsm_py.service import sdnotify
 from vdsm_py.service.instance_lock import AlreadyRunning, InstanceLock
+from vdsm_py.transport.server import StompServer
+from vdsm_py.virt import VmManager
 
 log = logging.getLogger("vdsm_py.daemon")
 
@@ -103,8 +113,6 @@ class Daemon:
         await self._build_domain(dispatcher, executor)
         dispatcher.check_complete()
 
-        from vdsm_py.transport.server import StompServer
-
         server = StompServer(dispatcher.handle, self.events, ssl_context=ssl_context, rpc=cfg.rpc)
         try:
             await server.start(cfg.addresses.host, cfg.addresses.port)
@@ -149,42 +157,44 @@ class Daemon:
 
     async def _build_domain(self, dispatcher: Dispatcher, executor: Executor) -> None:
         """Create the domain components and register their API objects."""
-        from vdsm_py.api.host import HostApi
-        from vdsm_py.hooks import HookRunner
-        from vdsm_py.host.stats import HostStatsSampler
-
         hooks = HookRunner.from_config(self.config)
         await hooks.run("before_vdsm_start")
         self._cleanups.append(lambda: hooks.run("after_vdsm_stop"))
+        host_api = await self._build_host(dispatcher, executor, hooks)
+        await self._build_network(dispatcher, executor, host_api)
+        await self._build_storage(dispatcher, executor)
+        await self._build_virt(dispatcher, executor, hooks, host_api)
 
+    async def _build_host(
+        self, dispatcher: Dispatcher, executor: Executor, hooks: HookRunner
+    ) -> HostApi:
         sampler = HostStatsSampler(executor, interval=self.config.host.stats_interval)
         await sampler.start()
         self._cleanups.append(sampler.stop)
         host_api = HostApi.build(self.config, sampler, hooks=hooks)
         await executor.run(host_api.warm_up, name="host facts")  # caps/DMI once, at start
         dispatcher.register("Host", host_api)
+        return host_api
 
-        from network.service import NetworkService
-
+    async def _build_network(
+        self, dispatcher: Dispatcher, executor: Executor, host_api: HostApi
+    ) -> None:
         net = NetworkService.build(self.config, executor, self.events)
         await net.start()  # restores the persisted ("safe") network configuration
         self._cleanups.append(net.stop)
         dispatcher.register("Host", net.api())
-        dispatcher.on_activity(net.on_activity)
+        dispatcher.on_activity(net.on_activity)  # any call may confirm connectivity
         host_api.add_caps_contributor(net.capabilities)
 
-        from storage.service import StorageService
-        from vdsm_py.api.storage import register_all
-
+    async def _build_storage(self, dispatcher: Dispatcher, executor: Executor) -> None:
         storage = StorageService.build(self.config, executor, self.events)
         await storage.start()
         self._cleanups.append(storage.stop)
-        register_all(dispatcher, storage)
+        register_storage_verbs(dispatcher, storage)
 
-        from vdsm_py.api.host_vms import HostVmsApi
-        from vdsm_py.api.vm import VmApi
-        from vdsm_py.virt import VmManager
-
+    async def _build_virt(
+        self, dispatcher: Dispatcher, executor: Executor, hooks: HookRunner, host_api: HostApi
+    ) -> None:
         vms = VmManager.build(self.config.virt, executor, self.events, hooks)
         await vms.start()  # connects to libvirt; recovery adopts the running VMs later
         self._cleanups.append(vms.stop)  # stops watching; never touches the VMs
