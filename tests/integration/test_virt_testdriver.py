@@ -273,7 +273,9 @@ async def test_device_verbs_report_libvirts_refusal_with_their_codes(virt):
         with pytest.raises(RpcError) as err:
             await virt.call(verb, vmID=vm_id, **extra)
         assert err.value.code == code, verb
-    own_mac = virt.manager.get(vm_id).info.nics[0].mac
+    (own,) = [d for d in (await virt.call("Host.getVMFullList", vmList=[vm_id]))[0]["devices"]
+              if d["type"] == "interface" and d["network"] == "ovirtmgmt"]
+    own_mac = own["macAddr"]
     with pytest.raises(RpcError) as err:
         await virt.call("VM.hotplugNic", vmID=vm_id,
                         params={"nic": {"macAddr": own_mac, "network": "x"}})

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -78,10 +79,9 @@ class VirtHarness:
     async def close(self, *, destroy: bool = True) -> None:
         try:
             await asyncio.wait_for(asyncio.shield(self._close(destroy)), 15)
-        except TimeoutError:
-            import sys
-            for t in asyncio.all_tasks():
-                t.print_stack(file=sys.stderr)
+        except TimeoutError:  # show what is stuck rather than hang the whole run
+            for task in asyncio.all_tasks():
+                task.print_stack(file=sys.stderr)
             raise
 
     async def _close(self, destroy: bool) -> None:

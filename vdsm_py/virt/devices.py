@@ -34,7 +34,7 @@ from vdsm_py.errors import (
     invalid_parameter,
     missing_parameter,
 )
-from vdsm_py.virt import domparse, domxml, metadata, pciplan, spec, ticket
+from vdsm_py.virt import domparse, domxml, fields, metadata, pciplan, spec, ticket
 from vdsm_py.virt.libvirtconn import message
 from vdsm_py.virt.metadata import DeviceMeta
 from vdsm_py.virt.services import Services, libvirt_failure
@@ -286,9 +286,9 @@ async def update_nic(svc: Services, vm: Vm, params: Mapping[str, Any]) -> dict[s
             "mac": str(params.get("macAddr") or "").lower()}
     if not any(keys.values()):
         raise missing_parameter("params.alias")
-    link = spec.get_bool(params, "linkActive", "params", True) \
+    link = fields.get_bool(params, "linkActive", "params", True) \
         if "linkActive" in params else None
-    network = spec.get_str(params, "network", "params", max_len=255)
+    network = fields.get_str(params, "network", "params", max_len=255)
     live = _tree(await svc.domain_xml(vm.id))
     el = _find_device(live, "interface", keys)
     if el is None:
@@ -330,11 +330,11 @@ async def update_device(svc: Services, vm: Vm, params: Mapping[str, Any]) -> dic
     if kind == "interface":
         return await update_nic(svc, vm, params)
     if kind == "graphics":
-        ttl = spec.get_int(params, "ttl", "params", ticket.DEFAULT_TTL)
+        ttl = fields.get_int(params, "ttl", "params", ticket.DEFAULT_TTL)
         await ticket.set_ticket(
             svc, vm, str(params.get("password", "")), ttl if ttl is not None else 120,
             params.get("existingConnAction", "disconnect"), params.get("params") or {},
-            graphics_type=spec.get_choice(params, "graphicsType", "params",
+            graphics_type=fields.get_choice(params, "graphicsType", "params",
                                           ("vnc", "spice"), None))
         return {}
     raise NotImplementedVerb(f"updateDevice of deviceType {kind!r} is not supported")
@@ -352,5 +352,5 @@ async def set_balloon_target(svc: Services, vm: Vm, target_kib: int) -> None:
                                    name="setMemory")
     except libvirt.libvirtError as exc:
         raise libvirt_failure(exc, BalloonError, "Failed to set the balloon target") from None
-    vm.xml_stale = True
+    vm.mark_stale()
     log.info("vmId=%s: balloon target %d KiB", vm.id, target_kib)

@@ -120,8 +120,8 @@ def _attrs(el: etree._Element | None) -> Any:
 def _nic(el: etree._Element) -> NicInfo:
     c = _children(el)
     source = _attrs(c.get("source"))
-    addr = c.get("address")
-    pci = addr is not None and addr.get("type") == "pci"
+    addr = _attrs(c.get("address"))
+    pci = addr.get("type") == "pci"
     return NicInfo(
         mac=_attrs(c.get("mac")).get("address", "").lower(),
         kind=el.get("type", ""),

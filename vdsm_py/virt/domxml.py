@@ -246,7 +246,7 @@ def parse(xml: str, vm_id: str) -> Definition:
     except etree.XMLSyntaxError as exc:
         raise invalid_parameter("vmParams.xml", f"not well-formed XML: {exc}") from None
     if dom.tag != "domain":
-        raise invalid_parameter("vmParams.xml", f"expected a <domain> document, got {dom.tag!r}")
+        raise invalid_parameter("vmParams.xml", f"expected a domain document, got the element {dom.tag!r}")
     name = (dom.findtext("name") or "").strip()
     if not name or "/" in name:
         raise invalid_parameter("vmParams.xml", "domain name missing or contains '/'")

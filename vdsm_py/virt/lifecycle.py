@@ -21,8 +21,6 @@ import logging
 import libvirt
 
 from vdsm_py.errors import DestroyError, NoSuchVM, UnexpectedError, VdsmError, VMCreateError
-from vdsm_py.virt import domparse
-from vdsm_py.virt.domparse import DomainInfo
 from vdsm_py.virt.domxml import Definition
 from vdsm_py.virt.libvirtconn import error_code, is_no_domain, message
 from vdsm_py.virt.services import Services, libvirt_failure
@@ -35,25 +33,17 @@ _NOT_RUNNING = (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID)
 EVENT_WAIT = 5.0  # seconds an operation waits for libvirt's event before trusting itself
 
 
-def _create(conn: libvirt.virConnect, xml: str, flags: int) -> tuple[DomainInfo, str] | None:
-    """Worker: start the domain (emulating START_PAUSED on drivers without it) and read
-    back what libvirt made of it (tap names, ports, aliases); None if it is gone already."""
+def _create(conn: libvirt.virConnect, xml: str, flags: int) -> None:
+    """Worker: start the domain; emulate START_PAUSED on drivers without it."""
     try:
-        dom = conn.createXML(xml, flags)
+        conn.createXML(xml, flags)
     except libvirt.libvirtError as exc:
         paused = flags & libvirt.VIR_DOMAIN_START_PAUSED
         if not (paused and error_code(exc) == libvirt.VIR_ERR_INVALID_ARG
                 and "unsupported flags" in message(exc)):
             raise
         log.info("driver cannot start paused; starting and suspending at once")
-        dom = conn.createXML(xml, flags & ~libvirt.VIR_DOMAIN_START_PAUSED)
-        dom.suspend()
-    try:
-        live = dom.XMLDesc(0)
-    except libvirt.libvirtError as exc:
-        log.debug("domain %s: no XML right after start: %s", dom.UUIDString(), message(exc))
-        return None
-    return domparse.parse(live), live
+        conn.createXML(xml, flags & ~libvirt.VIR_DOMAIN_START_PAUSED).suspend()
 
 
 def _remove_leftover(conn: libvirt.virConnect, vm_id: str) -> bool:
@@ -93,19 +83,20 @@ async def _start(svc: Services, vm: Vm, defn: Definition) -> None:
         return
     vm.stopped_while_starting = None
     try:
-        described = await svc.conn.call(lambda c: _create(c, xml, flags), name="createXML")
+        await svc.conn.call(lambda c: _create(c, xml, flags), name="createXML")
     except (libvirt.libvirtError, VdsmError) as exc:
         await _cleanup_failed_start(svc, vm)
         _failed(vm, ExitReason.LIBVIRT_START_FAILED, VMCreateError(message(exc)))
         return
     log.info("vmId=%s: domain %r started", vm.id, vm.name)
     vm.starting = False
-    if described is not None:
-        vm.set_info(*described)
+    # What libvirt made of the domain (tap names, ports, aliases) is read by the next
+    # stats pass (vm.xml_stale), not here: a start costs one libvirt call.
+    vm.mark_stale()
     vm.started(paused=bool(flags & libvirt.VIR_DOMAIN_START_PAUSED))
     if vm.stopped_while_starting is not None:  # it died before createXML even returned
         vm.on_lifecycle(libvirt.VIR_DOMAIN_EVENT_STOPPED, vm.stopped_while_starting)
-    await svc.after_hook("after_vm_start", described[1] if described else xml, vm)
+    await svc.after_hook("after_vm_start", xml, vm)
 
 
 def _failed(vm: Vm, reason: ExitReason, error: VdsmError) -> None:

@@ -92,6 +92,7 @@ class VmManager:
             for method, args in held:
                 getattr(self, method)(*args)
         log.info("recovery done: %d VMs", len(self.vms))
+        await self.executor.run(recovery.release_freed_memory, name="malloc_trim")
         return len(self.vms)
 
     async def stop(self) -> None:
@@ -237,6 +238,7 @@ class VmManager:
         domxml.stamp_start(defn)
         vm = self._new_vm(vm_id, defn.name, defn.meta,
                           start_time=defn.meta.get_float("startTime"))
+        vm.definition = defn.root  # described from it only if asked before libvirt is read
         self.vms[vm_id] = vm
         answer = {**vm.status_dict(), "vmName": vm.name}
         await vm.lock.acquire()  # free: the VM is brand new

@@ -2,11 +2,9 @@
 
 Owns the validation of what a client may ask for in ``VM.create`` (the pre-4.2 form with
 ``devices`` or ``drives``/``nics`` lists) and in the device verbs (``hotplugNic``,
-``hotplugDisk``): types, ranges, formats, cross-field rules (CPU topology, unique MACs and
-disk names). VDSM declares many numbers and booleans as strings (``smp: "2"``), and
-``vdsm-client`` sends every ``key=value`` as a string, so both forms are accepted; anything
-else is an :class:`~vdsm_py.errors.InvalidParameter` (91) naming the field by its wire path
-(``vmParams.devices[2].macAddr``).
+``hotplugDisk``): devices, formats, cross-field rules (CPU topology, unique MACs and disk
+names). Single fields are read by :mod:`.fields`; every error is 91 (or 11) naming the
+field by its wire path.
 
 Must not build XML (``domxml``) or talk to libvirt.
 """
@@ -14,12 +12,21 @@ Must not build XML (``domxml``) or talk to libvirt.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from vdsm_py.errors import invalid_parameter, missing_parameter
+from vdsm_py.virt.fields import (
+    field_path,
+    get_bool,
+    get_choice,
+    get_custom,
+    get_int,
+    get_str,
+    require_mapping,
+    uuid_field,
+)
 
 MAX_MEM_MIB = 16 * 1024 * 1024  # 16 TiB
 MAX_VCPUS = 4096
@@ -34,9 +41,7 @@ VIDEO_MODELS = ("vga", "cirrus", "qxl", "virtio", "bochs", "none")
 DEVICE_TYPES = ("disk", "interface", "graphics", "video", "console", "balloon", "rng")
 
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
-_CUSTOM_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DEV_NAME = re.compile(r"[a-z]{2,3}[a-z]{1,3}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,116 +132,12 @@ class VmSpec:
     custom: dict[str, str] = field(default_factory=dict)
 
 
-# -- scalar readers: each takes (mapping, key, wire path prefix) ------------------------------
-
-
-def _where(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def get_str(
-    params: Mapping[str, Any], key: str, path: str, default: str | None = None,
-    *, required: bool = False, max_len: int = 4096,
-) -> str | None:
-    value = params.get(key)
-    where = _where(path, key)
-    if value is None:
-        if required:
-            raise missing_parameter(where)
-        return default
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise invalid_parameter(where, f"expected a string, got {type(value).__name__}")
-    value = str(value)
-    if len(value) > max_len:
-        raise invalid_parameter(where, f"longer than {max_len} characters")
-    if _CONTROL.search(value):
-        raise invalid_parameter(where, "contains control characters")
-    return value
-
-
-def get_int(
-    params: Mapping[str, Any], key: str, path: str, default: int | None = None,
-    *, lo: int | None = None, hi: int | None = None, required: bool = False,
-) -> int | None:
-    value = params.get(key)
-    where = _where(path, key)
-    if value is None or value == "":
-        if required:
-            raise missing_parameter(where)
-        return default
-    if isinstance(value, bool):
-        raise invalid_parameter(where, "expected an integer, got a boolean")
-    if isinstance(value, str) and re.fullmatch(r"[+-]?\d{1,19}", value.strip()):
-        value = int(value)
-    if not isinstance(value, int):
-        raise invalid_parameter(where, f"expected an integer, got {value!r:.40}")
-    if lo is not None and value < lo:
-        raise invalid_parameter(where, f"must be at least {lo}, got {value}")
-    if hi is not None and value > hi:
-        raise invalid_parameter(where, f"must be at most {hi}, got {value}")
-    return value
-
-
-def get_bool(params: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
-    value = params.get(key)
-    if value is None or value == "":
-        return default
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise invalid_parameter(_where(path, key), f"expected true or false, got {value!r:.40}")
-
-
-def get_choice(
-    params: Mapping[str, Any], key: str, path: str, choices: Mapping[str, str] | tuple[str, ...],
-    default: str | None,
-) -> str | None:
-    value = get_str(params, key, path)
-    if value is None:
-        return default
-    table = choices if isinstance(choices, Mapping) else {c: c for c in choices}
-    if value not in table:
-        raise invalid_parameter(
-            _where(path, key), f"expected one of {sorted(table)}, got {value!r:.40}"
-        )
-    return table[value]
-
-
-def get_custom(params: Mapping[str, Any], key: str, path: str) -> dict[str, str]:
-    """A custom-properties map: identifier keys (they become hook environment variables)."""
-    value = params.get(key)
-    where = _where(path, key)
-    if value is None or value == "":
-        return {}
-    if not isinstance(value, Mapping):
-        raise invalid_parameter(where, "expected an object of string values")
-    out: dict[str, str] = {}
-    for k, v in value.items():
-        if not isinstance(k, str) or not _CUSTOM_KEY.fullmatch(k):
-            raise invalid_parameter(f"{where}.{k}", "property names are letters, digits "
-                                    "and '_', not starting with a digit")
-        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
-            raise invalid_parameter(f"{where}.{k}", "expected a string value")
-        text = str(v)
-        if _CONTROL.search(text.replace("\n", "").replace("\t", "")):
-            raise invalid_parameter(f"{where}.{k}", "contains control characters")
-        out[k] = text
-    return out
-
-
-def _require_mapping(value: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise invalid_parameter(where, "expected an object")
-    return value
-
-
 def _pci_address(params: Mapping[str, Any], path: str) -> PciAddress | None:
     value = params.get("address")
     if value in (None, "", {}):
         return None
-    where = _where(path, "address")
-    addr = _require_mapping(value, where)
+    where = field_path(path, "address")
+    addr = require_mapping(value, where)
     if addr.get("type", "pci") != "pci":
         raise invalid_parameter(f"{where}.type", "only PCI addresses are accepted")
     numbers = {}
@@ -251,28 +152,22 @@ def _pci_address(params: Mapping[str, Any], path: str) -> PciAddress | None:
     return PciAddress(numbers["bus"], numbers["slot"], numbers["function"], numbers["domain"])
 
 
-def _uuid(value: Any, where: str) -> str:
-    try:
-        return str(uuid.UUID(str(value)))
-    except ValueError:
-        raise invalid_parameter(where, f"not a UUID: {value!r:.40}") from None
-
 
 # -- devices -------------------------------------------------------------------------------
 
 
 def parse_nic(params: Mapping[str, Any], path: str) -> NicSpec:
-    params = _require_mapping(params, path)
+    params = require_mapping(params, path)
     mac = get_str(params, "macAddr", path, required=True)
     assert mac is not None
     if not _MAC.fullmatch(mac):
-        raise invalid_parameter(_where(path, "macAddr"), f"not a MAC address: {mac!r:.40}")
+        raise invalid_parameter(field_path(path, "macAddr"), f"not a MAC address: {mac!r:.40}")
     if int(mac[:2], 16) & 1:
-        raise invalid_parameter(_where(path, "macAddr"), "a multicast MAC cannot be a NIC's")
+        raise invalid_parameter(field_path(path, "macAddr"), "a multicast MAC cannot be a NIC's")
     network = get_str(params, "network", path, required=True, max_len=255)
     assert network is not None
     if not network or "/" in network:
-        raise invalid_parameter(_where(path, "network"), "must be a non-empty name without '/'")
+        raise invalid_parameter(field_path(path, "network"), "must be a non-empty name without '/'")
     kind = get_choice(params, "device", path, {"bridge": "bridge", "network": "network"},
                       "bridge")
     device_id = params.get("deviceId")
@@ -283,7 +178,7 @@ def parse_nic(params: Mapping[str, Any], path: str) -> NicSpec:
         model=get_choice(params, "nicModel", path, NIC_MODELS, "virtio") or "virtio",
         link_active=get_bool(params, "linkActive", path, True),
         alias=get_str(params, "alias", path, max_len=64),
-        device_id=_uuid(device_id, _where(path, "deviceId")) if device_id else None,
+        device_id=uuid_field(device_id, field_path(path, "deviceId")) if device_id else None,
         filter=get_str(params, "filter", path, max_len=255),
         boot_order=get_int(params, "bootOrder", path, lo=1, hi=999),
         address=_pci_address(params, path),
@@ -292,22 +187,22 @@ def parse_nic(params: Mapping[str, Any], path: str) -> NicSpec:
 
 
 def parse_disk(params: Mapping[str, Any], path: str, *, q35: bool = False) -> DiskSpec:
-    params = _require_mapping(params, path)
+    params = require_mapping(params, path)
     device = get_choice(params, "device", path, DISK_DEVICES, "disk") or "disk"
     disk_path = get_str(params, "path", path, default="", max_len=4096) or ""
     if device != "cdrom" and not disk_path:
-        raise missing_parameter(_where(path, "path"))
+        raise missing_parameter(field_path(path, "path"))
     if disk_path and not disk_path.startswith("/"):
-        raise invalid_parameter(_where(path, "path"), "must be an absolute path")
+        raise invalid_parameter(field_path(path, "path"), "must be an absolute path")
     default_iface = {"cdrom": "sata" if q35 else "ide", "floppy": "fdc"}.get(device, "virtio")
     iface = get_choice(params, "iface", path, DISK_IFACES, default_iface) or default_iface
     name = get_str(params, "name", path, max_len=16)
     if name is not None and not _DEV_NAME.fullmatch(name):
-        raise invalid_parameter(_where(path, "name"), f"not a disk target name: {name!r}")
+        raise invalid_parameter(field_path(path, "name"), f"not a disk target name: {name!r}")
     storage_ids = {}
     for key in ("imageID", "domainID", "volumeID", "poolID"):
         if params.get(key):
-            storage_ids[key] = _uuid(params[key], _where(path, key))
+            storage_ids[key] = uuid_field(params[key], field_path(path, key))
     device_id = params.get("deviceId")
     return DiskSpec(
         path=disk_path,
@@ -324,7 +219,7 @@ def parse_disk(params: Mapping[str, Any], path: str, *, q35: bool = False) -> Di
         cache=get_choice(params, "cache", path,
                          ("none", "writethrough", "writeback", "directsync", "unsafe"), None),
         discard=get_bool(params, "discard", path, False),
-        device_id=_uuid(device_id, _where(path, "deviceId")) if device_id else None,
+        device_id=uuid_field(device_id, field_path(path, "deviceId")) if device_id else None,
         storage_ids=storage_ids,
         custom=get_custom(params, "custom", path),
     )
@@ -333,10 +228,10 @@ def parse_disk(params: Mapping[str, Any], path: str, *, q35: bool = False) -> Di
 def _parse_graphics(params: Mapping[str, Any], path: str) -> GraphicsSpec:
     kind = get_choice(params, "device", path, GRAPHICS, None)
     if kind is None:
-        raise missing_parameter(_where(path, "device"))
+        raise missing_parameter(field_path(path, "device"))
     spec = params.get("specParams") or {}
-    spec = _require_mapping(spec, _where(path, "specParams"))
-    sp = _where(path, "specParams")
+    spec = require_mapping(spec, field_path(path, "specParams"))
+    sp = field_path(path, "specParams")
     return GraphicsSpec(
         type=kind,
         listen=get_str(spec, "displayIp", sp, max_len=64),
@@ -363,10 +258,10 @@ def _parse_devices(params: Mapping[str, Any], q35: bool) -> _Devices:
         raise invalid_parameter("vmParams.devices", "expected a list")
     for i, dev in enumerate(devices):
         path = f"vmParams.devices[{i}]"
-        dev = _require_mapping(dev, path)
+        dev = require_mapping(dev, path)
         kind = get_choice(dev, "type", path, DEVICE_TYPES, None)
         if kind is None:
-            raise missing_parameter(_where(path, "type"))
+            raise missing_parameter(field_path(path, "type"))
         if kind == "disk":
             out.disks.append(parse_disk(dev, path, q35=q35))
         elif kind == "interface":
@@ -379,8 +274,8 @@ def _parse_devices(params: Mapping[str, Any], q35: bool) -> _Devices:
         elif kind == "console":
             out.console = True
         elif kind == "balloon":
-            spec = _require_mapping(dev.get("specParams") or {}, _where(path, "specParams"))
-            model = get_choice(spec, "model", _where(path, "specParams"),
+            spec = require_mapping(dev.get("specParams") or {}, field_path(path, "specParams"))
+            model = get_choice(spec, "model", field_path(path, "specParams"),
                                ("virtio", "none"), "virtio")
             out.balloon = model == "virtio"
         elif kind == "rng":
@@ -430,7 +325,7 @@ def _check_devices(devs: _Devices) -> None:
 
 def parse_vm_params(vm_id: str, params: Mapping[str, Any]) -> VmSpec:
     """Check ``VM.create``'s plain ``vmParams`` and return the :class:`VmSpec`."""
-    params = _require_mapping(params, "vmParams")
+    params = require_mapping(params, "vmParams")
     if params.get("vmId") not in (None, vm_id):
         raise invalid_parameter("vmParams.vmId", "differs from vmID")
     name = get_str(params, "vmName", "vmParams", required=True, max_len=255)

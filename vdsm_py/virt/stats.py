@@ -1,8 +1,8 @@
 """Periodic bulk sampling of every VM's statistics; the verbs answer from what it leaves.
 
 Owns the sampling loop: every ``stats_interval`` seconds one worker call asks libvirt for
-all domains at once (``getAllDomainStats``), refreshes the domain XML of VMs whose devices
-changed (tap names, ports, aliases), and turns each VM's previous and current samples into
+all domains at once (``getAllDomainStats``), refreshes the domain XML of VMs started or
+changed since (tap names, ports, aliases; at most ``XML_REFRESH_PER_PASS`` per pass), and turns each VM's previous and current samples into
 VDSM's fields (:mod:`.statsconv`) — all on the worker, so a thousand VMs never hold the
 asyncio loop; the loop then only stores each VM's result. Every ``guest_agent_interval``
 the VMs whose guest agent is connected are asked for guest information
@@ -30,6 +30,10 @@ from vdsm_py.virt.vm import Vm
 
 log = logging.getLogger("vdsm_py.virt.stats")
 
+# Domain XMLs re-read in one pass at most (~0.15 ms each): after a burst of creates the
+# refresh is spread over a few passes and one pass stays short.
+XML_REFRESH_PER_PASS = 200
+
 
 @dataclass(frozen=True, slots=True)
 class _Job:
@@ -40,6 +44,7 @@ class _Job:
     storage_ids: dict[str, dict[str, Any]]
     balloon_min_kib: int
     refresh_xml: bool
+    xml_generation: int
 
 
 @dataclass
@@ -47,7 +52,7 @@ class _Result:
     at: float
     raw: dict[str, dict[str, Any]]  # libvirt's sample of every domain, by UUID
     stats: dict[str, dict[str, Any]]  # VDSM's fields of every VM sampled
-    infos: dict[str, tuple[DomainInfo, str]]  # refreshed XML: parsed, hash
+    infos: dict[str, tuple[DomainInfo, str, int]]  # refreshed XML: parsed, hash, generation
 
 
 class StatsSampler:
@@ -89,7 +94,11 @@ class StatsSampler:
     async def sample_once(self) -> float:
         """One pass over every VM; returns how long it took (seconds)."""
         started = time.monotonic()
-        jobs = [self._job(vm) for vm in self._vms().values() if vm.has_domain and not vm.starting]
+        vms = [vm for vm in self._vms().values() if vm.has_domain and not vm.starting]
+        # after a burst of creates the reads are spread over a few passes
+        stale = [vm.id for vm in vms if not vm.described]
+        refresh = set(stale[:XML_REFRESH_PER_PASS])
+        jobs = [self._job(vm, vm.id in refresh) for vm in vms]
         previous = self._previous
         result = await self.svc.conn.call(
             lambda conn: _sample(conn, jobs, previous), name="getAllDomainStats")
@@ -101,20 +110,21 @@ class StatsSampler:
         log.debug("sampled %d VMs in %.1f ms", len(jobs), self.last_duration * 1000)
         return self.last_duration
 
-    def _job(self, vm: Vm) -> _Job:
+    def _job(self, vm: Vm, refresh_xml: bool) -> _Job:
         ids = {d.attrs.get("name", ""): dict(d.values) for d in vm.meta.devices
                if d.attrs.get("devtype") == "disk"}
-        return _Job(vm.id, vm.info, ids, vm.meta.get_int("memGuaranteedSize") * 1024,
-                    vm.xml_stale or vm.info is None)
+        return _Job(vm.id, vm.known_info, ids,
+                    vm.meta.get_int("memGuaranteedSize") * 1024, refresh_xml,
+                    vm.xml_generation)
 
     def _store(self, result: _Result) -> None:
         vms = self._vms()
-        for vm_id, (info, xml_hash) in result.infos.items():
+        for vm_id, (info, xml_hash, generation) in result.infos.items():
             vm = vms.get(vm_id)
             if vm is not None:
                 vm.info = info
                 vm.xml_hash = xml_hash
-                vm.xml_stale = False
+                vm.xml_stale = vm.xml_generation != generation  # changed while we read
                 vm.agent_changed(info.agent_connected or vm.agent_connected)
         for vm_id, stats in result.stats.items():
             vm = vms.get(vm_id)
@@ -147,7 +157,7 @@ def _sample(conn: libvirt.virConnect, jobs: list[_Job],
     raw = {dom.UUIDString(): stats
            for dom, stats in conn.getAllDomainStats(statsconv.BULK_FLAGS, 0)}
     at = time.monotonic()
-    infos: dict[str, tuple[DomainInfo, str]] = {}
+    infos: dict[str, tuple[DomainInfo, str, int]] = {}
     for job in jobs:
         if job.refresh_xml and job.vm_id in raw:
             try:
@@ -155,7 +165,8 @@ def _sample(conn: libvirt.virConnect, jobs: list[_Job],
             except libvirt.libvirtError as exc:
                 log.debug("vmId=%s: XML refresh failed: %s", job.vm_id, message(exc))
                 continue
-            infos[job.vm_id] = (domparse.parse(xml), str(zlib.crc32(xml.encode("utf-8"))))
+            infos[job.vm_id] = (domparse.parse(xml), str(zlib.crc32(xml.encode("utf-8"))),
+                                job.xml_generation)
     stats = {}
     for job in jobs:
         last = raw.get(job.vm_id)

@@ -22,8 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 import libvirt
+from lxml import etree
 
 from vdsm_py.errors import VdsmError
+from vdsm_py.virt import domparse
 from vdsm_py.virt.domparse import DomainInfo
 from vdsm_py.virt.metadata import VmMetadata
 from vdsm_py.virt.status import ExitCode, ExitInfo, ExitReason, VmStatus
@@ -55,7 +57,8 @@ class Vm:
         self.id = vm_id
         self.name = name
         self.meta = meta
-        self.info = info
+        self._info = info
+        self.definition: etree._Element | None = None  # our XML, until libvirt's is read
         self.external = external
         self.status = status
         self.status_time = now_ms()
@@ -80,6 +83,7 @@ class Vm:
         self.guest: dict[str, Any] = {}
         self.sample: dict[str, Any] = {}
         self.xml_stale = True
+        self.xml_generation = 0  # bumped whenever the domain XML may have changed
         self.xml_hash = ""
         self.ticket_disconnect_action = "LOCK_SCREEN"
         self.stats_cache: bytes | None = None
@@ -92,6 +96,29 @@ class Vm:
         return f"<Vm {self.id} {self.name!r} {self.status}>"
 
     # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def info(self) -> DomainInfo | None:
+        """What the domain is: libvirt's XML once read, else what we asked libvirt for."""
+        if self._info is None and self.definition is not None:
+            self._info = domparse.from_tree(self.definition)
+            self.definition = None
+        return self._info
+
+    @info.setter
+    def info(self, value: DomainInfo | None) -> None:
+        self._info = value
+        self.definition = None
+
+    @property
+    def known_info(self) -> DomainInfo | None:
+        """:attr:`info` without building it from our definition."""
+        return self._info
+
+    @property
+    def described(self) -> bool:
+        """Whether libvirt's own description was read (not just our definition)."""
+        return self._info is not None and self.definition is None and not self.xml_stale
 
     @property
     def custom(self) -> dict[str, str]:
@@ -129,6 +156,11 @@ class Vm:
         return out
 
     # -- changing --------------------------------------------------------------------------
+
+    def mark_stale(self) -> None:
+        """The domain XML changed: the next stats pass reads it again."""
+        self.xml_stale = True
+        self.xml_generation += 1
 
     def set_info(self, info: DomainInfo, live_xml: str) -> None:
         """What libvirt says the running domain is (after a start, a device change...)."""

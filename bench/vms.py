@@ -1,0 +1,321 @@
+"""VM benchmark: 1000 VMs on libvirt's test driver behind a real ``vdsmd --dev``.
+
+The test driver lives inside the daemon's process, so "1000 running VMs" is a test-driver
+state file (``test:///<file>``) holding 1000 running domains that carry our metadata, as a
+host would after VM.create. Every daemon started on it finds them running, like a restart.
+
+Figures (the last line printed is one JSON object):
+
+- ``recovery_s``: from spawning the daemon to the first VM verb served (not 99) with the
+  1000 VMs adopted — measured after a SIGKILL of the previous daemon;
+- ``getallvmstats_p50_ms`` (and p99): closed-loop ``Host.getAllVmStats`` round trips over
+  mutual TLS + STOMP, the client's orjson decoding of the ~1.5 MB answer included;
+- ``sampling_ms``: one bulk sampling pass over the 1000 VMs (p50 of several), measured
+  with the daemon's own sampler code in this process over an identical test-driver state;
+- ``rss_mb``: the daemon's resident memory with the 1000 VMs, after the stats round trips;
+- ``create_overhead_ratio``: N VM.create calls (``xml`` form) sent at once to the daemon,
+  until every VM was announced running (VM_status event), divided by N raw
+  ``createXML`` of equal XMLs in this process on an identical test-driver state;
+  ``create_latency_ratio`` is the same one VM at a time (VM.create sent → its running
+  event, vs one raw createXML);
+- ``status_event_ms``: p50 from sending VM.pause to receiving the Paused VM_status event
+  (an upper bound of the libvirt event → VM_status delay).
+
+    .venv/bin/python bench/vms.py [--vms 1000] [--calls 200] [--creates 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import configparser
+import json
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import libvirt
+from lxml import etree
+
+from tests.integration.daemon_proc import DaemonProcess, free_port, start_daemon
+from vdsm_py import devhost
+from vdsm_py.client.aio import Client
+from vdsm_py.client.errors import RpcError
+from vdsm_py.config import VirtConfig
+from vdsm_py.events import EventBus
+from vdsm_py.executor import Executor
+from vdsm_py.virt import VmManager, domxml
+from vdsm_py.virt.libvirtconn import ensure_event_loop
+from vdsm_py.virt.spec import parse_vm_params
+
+BUILD = VirtConfig()
+
+
+def vm_xml(i: int, tag: str) -> tuple[str, str]:
+    """A realistic small VM: 2 NICs, 2 disks, VNC, serial console; our metadata."""
+    vm_id = str(uuid.uuid4())
+    params = {
+        "vmName": f"{tag}-{i:05d}", "memSize": 1024, "smp": 2, "emulatedMachine": "pc",
+        "custom": {"owner": "bench"},
+        "devices": [
+            {"type": "interface", "macAddr": f"00:1a:4a:{i >> 8 & 0xff:02x}:{i & 0xff:02x}:01",
+             "network": "ovirtmgmt"},
+            {"type": "interface", "macAddr": f"00:1a:4a:{i >> 8 & 0xff:02x}:{i & 0xff:02x}:02",
+             "network": "storage"},
+            {"type": "disk", "path": f"/rhev/images/{vm_id}/root.img",
+             "imageID": str(uuid.uuid4()), "format": "cow"},
+            {"type": "disk", "path": f"/rhev/images/{vm_id}/data.img"},
+            {"type": "graphics", "device": "vnc"},
+            {"type": "console"},
+        ],
+    }
+    defn = domxml.build(parse_vm_params(vm_id, params), BUILD)
+    domxml.stamp_start(defn)
+    return vm_id, defn.xml()
+
+
+def write_state(path: Path, n: int) -> str:
+    node = etree.Element("node")
+    for i in range(n):
+        node.append(etree.fromstring(vm_xml(i, "bench")[1].encode()))
+    path.write_bytes(etree.tostring(node))
+    return f"test://{path}"
+
+
+def configure(root: Path, port: int, uri: str) -> None:
+    devhost.prepare(root, port)
+    conf = root / devhost.CONF_NAME
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(conf)
+    if not parser.has_section("virt"):
+        parser.add_section("virt")
+    for key, value in {"libvirt_uri": uri, "stats_interval": "2", "powering_up_timeout": "1",
+                       "guest_agent_interval": "0"}.items():
+        parser.set("virt", key, value)
+    parser.set("daemon", "log_level", "WARNING")
+    with open(conf, "w", encoding="utf-8") as f:
+        parser.write(f)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def connect(daemon: DaemonProcess) -> Client:
+    return await Client.connect("127.0.0.1", daemon.port, ssl_context=daemon.client_ssl_context())
+
+
+async def wait_serving(daemon: DaemonProcess, started: float, n: int) -> float:
+    """Seconds from ``started`` until a VM verb answers with the n VMs adopted."""
+    client = None
+    while True:
+        if daemon.proc.poll() is not None:
+            raise RuntimeError(f"vdsmd exited:\n{daemon.log()}")
+        try:
+            if client is None:
+                client = await connect(daemon)
+            listed = await client.call("Host.getVMList", {"onlyUUID": True}, timeout=10)
+            if len(listed) >= n:
+                took = time.monotonic() - started
+                await client.close()
+                return took
+        except RpcError as exc:
+            if exc.code != 99:
+                raise
+        except OSError:
+            client = None
+        await asyncio.sleep(0.01)
+
+
+async def stats_round_trips(client: Client, calls: int) -> tuple[list[float], int]:
+    for _ in range(5):  # warm-up
+        await client.call("Host.getAllVmStats")
+    times = []
+    size = 0
+    for _ in range(calls):
+        t = time.perf_counter()
+        stats = await client.call("Host.getAllVmStats")
+        times.append((time.perf_counter() - t) * 1000)
+        size = len(stats)
+    return times, size
+
+
+class Starts:
+    """Watches VM_status events: when each VM was announced running (Powering up)."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, float] = {}
+        self._wanted: set[str] = set()
+        self._all = asyncio.Event()
+
+    async def run(self, client: Client) -> None:
+        stream = await client.subscribe_events(confirm=True)
+        async for method, params in stream:
+            if not method.startswith("|virt|VM_status|"):
+                continue
+            for vm_id, body in params.items():
+                if isinstance(body, dict) and body.get("status") in ("Powering up", "Up"):
+                    self.started.setdefault(vm_id, time.perf_counter())
+            if self._wanted and self._wanted <= self.started.keys():
+                self._all.set()
+
+    async def wait(self, vm_ids: list[str], timeout: float = 120) -> None:
+        self._wanted = set(vm_ids)
+        self._all.clear()
+        if not self._wanted <= self.started.keys():
+            await asyncio.wait_for(self._all.wait(), timeout)
+
+
+async def creates(client: Client, starts: Starts, xmls: list[tuple[str, str]],
+                  concurrent: bool) -> float:
+    """Seconds from the first VM.create sent until every VM was announced running."""
+
+    async def one(vm_id: str, xml: str) -> None:
+        answer = await client.call("VM.create", {"vmID": vm_id, "vmParams": {"xml": xml}})
+        assert answer["status"] == "WaitForLaunch", answer
+        if not concurrent:
+            await starts.wait([vm_id])
+
+    t = time.perf_counter()
+    if concurrent:
+        await asyncio.gather(*(one(vm_id, xml) for vm_id, xml in xmls))
+    else:
+        for vm_id, xml in xmls:
+            await one(vm_id, xml)
+    await starts.wait([vm_id for vm_id, _ in xmls])
+    return max(starts.started[vm_id] for vm_id, _ in xmls) - t
+
+
+def raw_creates(uri: str, xmls: list[tuple[str, str]]) -> float:
+    conn = libvirt.open(uri)
+    try:
+        t = time.perf_counter()
+        for _, xml in xmls:
+            conn.createXML(xml, 0)
+        return time.perf_counter() - t
+    finally:
+        conn.close()
+
+
+async def status_events(client: Client, vm_ids: list[str]) -> list[float]:
+    stream = await client.subscribe_events(confirm=True)
+    it = stream.__aiter__()
+    out = []
+    for vm_id in vm_ids:
+        key = f"|virt|VM_status|{vm_id}"
+        t = time.perf_counter()
+        await client.call("VM.pause", {"vmID": vm_id})
+        while True:
+            method, params = await asyncio.wait_for(it.__anext__(), 10)
+            if method == key and params[vm_id]["status"] == "Paused":
+                out.append((time.perf_counter() - t) * 1000)
+                break
+        await client.call("VM.cont", {"vmID": vm_id})
+    return out
+
+
+async def sampling_passes(uri: str, n: int, passes: int = 6) -> list[float]:
+    executor = Executor(8, 60, name="bench")
+    manager = VmManager.build(VirtConfig(libvirt_uri=uri, stats_interval=3600,
+                                         guest_agent_interval=0), executor,
+                              EventBus(asyncio.get_running_loop()))
+    await manager.start()
+    await manager.recover()
+    assert len(manager.vms) >= n
+    out = [await manager.sampler.sample_once() * 1000 for _ in range(passes)]
+    await manager.stop()
+    executor.close()
+    return out
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--vms", type=int, default=1000)
+    ap.add_argument("--calls", type=int, default=200)
+    ap.add_argument("--creates", type=int, default=200)
+    ap.add_argument("--events", type=int, default=50)
+    args = ap.parse_args()
+    ensure_event_loop()
+    work = Path(tempfile.mkdtemp(prefix="bench-vms-"))
+    uri = write_state(work / "node.xml", args.vms)
+    root = work / "host"
+    port = free_port()
+    configure(root, port, uri)
+    print(f"state: {args.vms} running domains in {work / 'node.xml'}", flush=True)
+
+    first = start_daemon(root, port=port, wait=False)
+    first.wait_ready(120)
+    first.stop(signal.SIGKILL)
+    first.notify_sock.close()
+    spawned = time.monotonic()
+    daemon = start_daemon(root, port=port, wait=False)
+    try:
+        recovery = await wait_serving(daemon, spawned, args.vms)
+        print(f"recovery_s {recovery:.2f}", flush=True)
+        client = await connect(daemon)
+        await asyncio.sleep(2.5)  # let the daemon take its first samples
+        times, listed = await stats_round_trips(client, args.calls)
+        print(f"getAllVmStats over {listed} VMs: p50 {statistics.median(times):.1f} ms "
+              f"p99 {pct(times, 0.99):.1f} ms", flush=True)
+        rss = rss_mb(daemon.pid)
+        print(f"daemon rss {rss:.0f} MB", flush=True)
+
+        starts = Starts()
+        watcher = asyncio.create_task(starts.run(await connect(daemon)))
+        await asyncio.sleep(0.5)  # the event subscription is in place
+        batch = [vm_xml(i, "new") for i in range(args.creates)]
+        daemon_concurrent = await creates(client, starts, batch, concurrent=True)
+        raw = await asyncio.to_thread(raw_creates, uri, [vm_xml(i, "raw") for i in range(
+            args.creates)])
+        single = [vm_xml(i, "one") for i in range(min(args.creates, 50))]
+        daemon_serial = await creates(client, starts, single, concurrent=False)
+        watcher.cancel()
+        raw_serial = await asyncio.to_thread(raw_creates, uri, [vm_xml(i, "rawone") for i in
+                                                                 range(len(single))])
+        ratio = daemon_concurrent / raw
+        latency_ratio = (daemon_serial / len(single)) / (raw_serial / len(single))
+        print(f"VM.create x{args.creates} at once {daemon_concurrent * 1000:.0f} ms vs raw "
+              f"createXML {raw * 1000:.0f} ms: ratio {ratio:.2f}; one at a time "
+              f"{daemon_serial / len(single) * 1000:.2f} ms vs "
+              f"{raw_serial / len(single) * 1000:.2f} ms", flush=True)
+
+        events = await status_events(client, [vm_id for vm_id, _ in batch[:args.events]])
+        print(f"pause -> Paused event p50 {statistics.median(events):.1f} ms", flush=True)
+        await client.close()
+    finally:
+        daemon.close()
+    samples = await sampling_passes(uri, args.vms)
+    print(f"sampling passes (ms): {', '.join(f'{s:.0f}' for s in samples)}", flush=True)
+    result = {
+        "vms": args.vms,
+        "getallvmstats_p50_ms": round(statistics.median(times), 2),
+        "getallvmstats_p99_ms": round(pct(times, 0.99), 2),
+        "sampling_ms": round(statistics.median(samples), 1),
+        "rss_mb": round(rss, 1),
+        "recovery_s": round(recovery, 2),
+        "create_overhead_ratio": round(ratio, 2),
+        "create_latency_ratio": round(latency_ratio, 2),
+        "status_event_ms": round(statistics.median(events), 2),
+    }
+    print(json.dumps(result), flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
