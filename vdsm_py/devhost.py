@@ -31,7 +31,8 @@ def dev_settings(root: Path) -> dict[str, dict[str, str]]:
         "host": {"stats_interval": "5"},
         "storage": {"data_center": str(root / "data-center")},
         # libvirt's embedded test driver: no libvirtd, no root, deterministic.
-        "virt": {"libvirt_uri": "test:///default"},
+        # Test-driver guests run no agent: call them Up after 2 s, not VDSM's 60.
+        "virt": {"libvirt_uri": "test:///default", "powering_up_timeout": "2"},
     }
 
 

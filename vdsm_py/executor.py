@@ -162,7 +162,10 @@ class Executor:
         try:
             if task.timeout is None or task.timeout <= 0:
                 return await task.future
-            return await asyncio.wait_for(asyncio.shield(task.future), task.timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that races with the result, leaving a cancelled caller running on.
+            async with asyncio.timeout(task.timeout):
+                return await asyncio.shield(task.future)
         except TimeoutError:
             self._on_timeout(task)
             raise CallTimeout(

@@ -91,3 +91,15 @@ async def test_closed_executor_refuses_work(executor):
     executor.close()
     with pytest.raises(ResourceUnavailable):
         await executor.run(lambda: 1)
+
+
+async def test_cancelling_the_caller_is_not_swallowed(executor):
+    release = threading.Event()
+    try:
+        call = asyncio.ensure_future(executor.run(release.wait, timeout=30))
+        await asyncio.sleep(0.05)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(call, 5)
+    finally:
+        release.set()
