@@ -218,7 +218,8 @@ class StorageService:
             for mount in self.connections.mount_points():
                 try:
                     names = [p.name for p in mount.iterdir()]
-                except OSError:
+                except OSError as exc:
+                    log.warning("getStorageDomainsList: cannot list mount %s: %s", mount, exc)
                     continue
                 for name in names:
                     if (mount / name / sc.DOMAIN_META_DATA).is_dir():

@@ -36,5 +36,10 @@ def daemon_factory(tmp_path: Path) -> Iterator:
         for daemon in started:
             daemon.close()
 
-# Real libvirtd + QEMU fixtures (libvirtd, libvirtd_factory, tiny_guest).
-from tests.integration.conftest_libvirt import libvirtd, libvirtd_factory, tiny_guest  # noqa: F401
+# Real libvirtd + QEMU fixtures (libvirtd, libvirtd_factory, conn, tiny_guest).
+from tests.integration.conftest_libvirt import (  # noqa: F401
+    conn,
+    libvirtd,
+    libvirtd_factory,
+    tiny_guest,
+)

@@ -6,6 +6,7 @@ Imported by tests/integration/conftest.py. Fixtures:
   :class:`~tests.integration.libvirtd.LibvirtdInstance` (``.uri``, ``.connect()``, logs);
 - ``libvirtd_factory``: ``start(name)`` more instances (two hosts, for migration); all are
   stopped at the end of the session, by PID, whatever happened;
+- ``conn``: a libvirt connection to ``libvirtd`` for one test, closed after it;
 - ``tiny_guest``: the kernel + busybox initramfs of :mod:`tests.integration.guest`.
 
 They skip (with the reason) only when the machine lacks the binaries, kernel or busybox.
@@ -57,6 +58,15 @@ def libvirtd_factory(
 @pytest.fixture(scope="session")
 def libvirtd(libvirtd_factory: Callable[[str], LibvirtdInstance]) -> LibvirtdInstance:
     return libvirtd_factory("libvirtd")
+
+
+@pytest.fixture
+def conn(libvirtd: LibvirtdInstance) -> Iterator:
+    connection = libvirtd.connect()
+    try:
+        yield connection
+    finally:
+        connection.close()
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,8 @@
 
 ``TestHost`` creates a uniquely named namespace, adds NICs (veth pairs whose one end is
 named like a NIC, ``veth_*``, the other end ``peer_*``), and deletes the namespace (and so
-every device in it) at the end, even after a failure. ``kernel_state`` reads back what the
+every device in it) at the end, even after a failure; ``host_with_nics`` is one with the
+usual three NICs, as a context manager for fixtures. ``kernel_state`` reads back what the
 tests assert on, over netlink: links, IPv4 addresses and default routes.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +52,21 @@ class TestHost:
     def close(self) -> None:
         self._ipr.close()
         netns.remove(self.name)
+
+
+NICS = ("veth_a", "veth_b", "veth_c")
+
+
+@contextmanager
+def host_with_nics(nics: Iterable[str] = NICS) -> Iterator[TestHost]:
+    """A new ``TestHost`` with ``nics`` added, closed on the way out even if adding fails."""
+    host = TestHost()
+    try:
+        for nic in nics:
+            host.add_nic(nic)
+        yield host
+    finally:
+        host.close()
 
 
 def kernel_state(ns: str) -> dict[str, Any]:

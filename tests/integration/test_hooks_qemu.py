@@ -20,15 +20,6 @@ from vdsm_py.errors import HookError
 from vdsm_py.hooks import HOOKING_PATH, HookRunner
 
 
-@pytest.fixture
-def conn(libvirtd: LibvirtdInstance):
-    connection = libvirtd.connect()
-    try:
-        yield connection
-    finally:
-        connection.close()
-
-
 def qemu_cmdline_of(libvirtd: LibvirtdInstance, name: str) -> list[str]:
     for pid in libvirtd.qemu_pids():
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")

@@ -40,15 +40,6 @@ def wait_inactive(dom: libvirt.virDomain, timeout: float) -> bool:
         time.sleep(0.2)
 
 
-@pytest.fixture
-def conn(libvirtd: LibvirtdInstance):
-    connection = libvirtd.connect()
-    try:
-        yield connection
-    finally:
-        connection.close()
-
-
 def test_tiny_guest_boots_sees_hotplugged_devices_and_obeys_acpi_power_button(
     libvirtd: LibvirtdInstance, conn, tiny_guest: guest.GuestImage, tmp_path: Path
 ) -> None:

@@ -15,7 +15,7 @@ from network.model import parse_request
 from network.persistence import ConfigStore
 from network.setup import NetworkSetup
 from network.validate import NicFilter
-from tests.integration.netns import TestHost, can_use_netns, kernel_state
+from tests.integration.netns import NICS, TestHost, can_use_netns, host_with_nics, kernel_state
 from vdsm_py.errors import VdsmError
 
 ok, why = can_use_netns()
@@ -24,17 +24,12 @@ pytestmark = pytest.mark.skipif(not ok, reason=why)
 
 @pytest.fixture(scope="module")
 def host() -> Iterator[TestHost]:
-    h = TestHost()
-    try:
-        for nic in ("veth_a", "veth_b", "veth_c", "veth_d"):
-            h.add_nic(nic)
+    with host_with_nics((*NICS, "veth_d")) as h:
         ipr = h.ipr()
         ipr.link("add", ifname="foreign", kind="bridge")
         ipr.link("set", index=ipr.link_lookup(ifname="veth_d")[0],
                  master=ipr.link_lookup(ifname="foreign")[0])
         yield h
-    finally:
-        h.close()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from network.service import NET_EVENT, NetworkService
-from tests.integration.netns import TestHost, can_use_netns, kernel_state
+from tests.integration.netns import TestHost, can_use_netns, host_with_nics, kernel_state
 from vdsm_py import config as config_module
 from vdsm_py.api.host import HostApi
 from vdsm_py.events import EventBus
@@ -50,13 +50,8 @@ async def never(seconds: float) -> None:
 
 @pytest.fixture
 def host() -> Iterator[TestHost]:
-    h = TestHost()
-    try:
-        for nic in ("veth_a", "veth_b", "veth_c"):
-            h.add_nic(nic)
+    with host_with_nics() as h:
         yield h
-    finally:
-        h.close()
 
 
 def make_config(host: TestHost, state: Path) -> config_module.Config:

@@ -16,7 +16,7 @@ from network.model import parse_request
 from network.persistence import ConfigStore
 from network.setup import NetworkSetup
 from network.validate import NicFilter
-from tests.integration.netns import TestHost, can_use_netns, kernel_state
+from tests.integration.netns import TestHost, can_use_netns, host_with_nics, kernel_state
 from vdsm_py.errors import NetworkFailedIfup, NetworkUsedBridge
 
 ok, why = can_use_netns()
@@ -25,13 +25,8 @@ pytestmark = pytest.mark.skipif(not ok, reason=why)
 
 @pytest.fixture
 def host() -> Iterator[TestHost]:
-    h = TestHost()
-    try:
-        for nic in ("veth_a", "veth_b", "veth_c"):
-            h.add_nic(nic)
+    with host_with_nics() as h:
         yield h
-    finally:
-        h.close()
 
 
 @pytest.fixture

@@ -48,15 +48,10 @@ guest = pytest.mark.skipif(not IN_GUEST, reason="runs inside the stock-kernel gu
 
 @pytest.fixture
 def host() -> Iterator:
-    from tests.integration.netns import TestHost
+    from tests.integration.netns import host_with_nics
 
-    h = TestHost()
-    try:
-        for nic in ("veth_a", "veth_b", "veth_c"):
-            h.add_nic(nic)
+    with host_with_nics() as h:
         yield h
-    finally:
-        h.close()
 
 
 @pytest.fixture
@@ -161,7 +156,7 @@ def test_guest_restore_rebuilds_persisted_bond_and_vlans_after_reboot(host, tmp_
     from network.persistence import ConfigStore
     from network.setup import NetworkSetup
     from network.validate import NicFilter
-    from tests.integration.netns import TestHost, kernel_state
+    from tests.integration.netns import host_with_nics, kernel_state
 
     store = ConfigStore(tmp_path / "persist")
     first = NetworkSetup(host.name, store, NicFilter(["veth_*"]))
@@ -169,10 +164,7 @@ def test_guest_restore_rebuilds_persisted_bond_and_vlans_after_reboot(host, tmp_
     store.persist(store.running())
     wanted = kernel_state(host.name)
     first.close()
-    rebooted = TestHost()  # same NICs, nothing else: what a reboot leaves
-    try:
-        for nic in ("veth_a", "veth_b", "veth_c"):
-            rebooted.add_nic(nic)
+    with host_with_nics() as rebooted:  # same NICs, nothing else: what a reboot leaves
         second = NetworkSetup(rebooted.name, store, NicFilter(["veth_*"]))
         second.restore()
         second.close()
@@ -181,5 +173,3 @@ def test_guest_restore_rebuilds_persisted_bond_and_vlans_after_reboot(host, tmp_
         assert strip(got) == strip(wanted)
         assert {k: v[:7] for k, v in got["links"].items()} == \
             {k: v[:7] for k, v in wanted["links"].items()}
-    finally:
-        rebooted.close()

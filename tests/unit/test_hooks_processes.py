@@ -4,73 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
-import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
+from tests.unit.hooks_support import DOMAIN, alive, install, py, sh, wait_dead
 from vdsm_py.errors import HookError
 from vdsm_py.hooks import HookRunner
-
-PY = sys.executable
-DOMAIN = "<domain type='kvm'><name>vm1</name><devices/></domain>"
-
-
-def install(root: Path, point: str, name: str, body: str, mode: int = 0o755) -> Path:
-    directory = root / point
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / name
-    path.write_text(textwrap.dedent(body).lstrip())
-    path.chmod(mode)
-    return path
-
-
-def sh(body: str) -> str:
-    return "#!/bin/sh\n" + textwrap.dedent(body).lstrip()
-
-
-def py(body: str) -> str:
-    return f"#!{PY}\n" + textwrap.dedent(body).lstrip()
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie awaiting its reaper counts as dead)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def wait_dead(pid: int, limit: float = 10.0) -> bool:
-    deadline = time.monotonic() + limit
-    while alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    path = tmp_path / "hooks"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def tmp_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "tmp"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def runner(root: Path, tmp_dir: Path) -> HookRunner:
-    return HookRunner(root, timeout=30, tmp_dir=tmp_dir)
-
 
 # --- how scripts end ---------------------------------------------------------------
 

@@ -6,54 +6,25 @@ import asyncio
 import json
 import logging
 import os
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 from lxml import etree
 
+from tests.unit.hooks_support import DOMAIN, install, py, sh
 from vdsm_py.errors import HookError
 from vdsm_py.hooks import HOOKING_PATH, HookRunner
 
-PY = sys.executable
-DOMAIN = "<domain type='kvm'><name>vm1</name><devices/></domain>"
 
-
-def install(root: Path, point: str, name: str, body: str, mode: int = 0o755) -> Path:
-    directory = root / point
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / name
-    path.write_text(textwrap.dedent(body).lstrip())
-    path.chmod(mode)
-    return path
-
-
-def sh(body: str) -> str:
-    return "#!/bin/sh\n" + textwrap.dedent(body).lstrip()
-
-
-def py(body: str) -> str:
-    return f"#!{PY}\n" + textwrap.dedent(body).lstrip()
+@pytest.fixture
+def run_dir(root: Path) -> Path:
+    return root.parent / "run"
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    path = tmp_path / "hooks"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def tmp_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "tmp"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def runner(root: Path, tmp_dir: Path) -> HookRunner:
-    return HookRunner(root, timeout=30, tmp_dir=tmp_dir)
+def run_dir_runner(root: Path, tmp_dir: Path, run_dir: Path) -> HookRunner:
+    """A runner like ``runner`` that also has a run directory (for launch flags)."""
+    return HookRunner(root, timeout=30, tmp_dir=tmp_dir, run_dir=run_dir)
 
 
 # --- documents in and out -------------------------------------------------------------
@@ -247,9 +218,9 @@ async def test_after_hooks_fail_only_when_the_caller_insists(root, runner):
 # --- environment ----------------------------------------------------------------------
 
 
-async def test_environment_carries_custom_properties_vm_id_and_hooking(root, tmp_dir):
-    run_dir = root.parent / "run"
-    runner = HookRunner(root, timeout=30, tmp_dir=tmp_dir, run_dir=run_dir)
+async def test_environment_carries_custom_properties_vm_id_and_hooking(
+    root, tmp_dir, run_dir, run_dir_runner
+):
     dump = root.parent / "env.json"
     install(
         root,
@@ -263,7 +234,7 @@ async def test_environment_carries_custom_properties_vm_id_and_hooking(root, tmp
         json.dump(env, open({str(dump)!r}, 'w'))
     """),
     )
-    await runner.run_xml(
+    await run_dir_runner.run_xml(
         "before_vm_start",
         DOMAIN,
         vm_id="vm-42",
@@ -439,9 +410,9 @@ async def test_document_kind_must_match_the_hook_point(runner):
 # --- launch flags -----------------------------------------------------------------------
 
 
-async def test_before_vm_start_hands_launch_flags_to_scripts_and_back(root, tmp_dir):
-    run_dir = root.parent / "run"
-    runner = HookRunner(root, timeout=30, tmp_dir=tmp_dir, run_dir=run_dir)
+async def test_before_vm_start_hands_launch_flags_to_scripts_and_back(
+    root, run_dir, run_dir_runner
+):
     seen = root.parent / "seen"
     install(
         root,
@@ -456,26 +427,22 @@ async def test_before_vm_start_hands_launch_flags_to_scripts_and_back(root, tmp_
         hooking.dump_vm_launch_flags_to_file(vm, flags | 1)
     """),
     )
-    xml, flags = await runner.before_vm_start(DOMAIN, vm_id="vm-7", flags=4)
+    xml, flags = await run_dir_runner.before_vm_start(DOMAIN, vm_id="vm-7", flags=4)
     assert seen.read_text() == "4"
     assert flags == 5
     assert xml == DOMAIN
     assert list((run_dir / "launchflags").iterdir()) == []
 
 
-async def test_before_vm_start_without_scripts_touches_no_file(root, tmp_dir):
-    run_dir = root.parent / "run"
-    runner = HookRunner(root, timeout=30, tmp_dir=tmp_dir, run_dir=run_dir)
-    assert await runner.before_vm_start(DOMAIN, vm_id="vm-7", flags=2) == (DOMAIN, 2)
+async def test_before_vm_start_without_scripts_touches_no_file(run_dir, run_dir_runner):
+    assert await run_dir_runner.before_vm_start(DOMAIN, vm_id="vm-7", flags=2) == (DOMAIN, 2)
     assert not run_dir.exists()
 
 
-async def test_before_vm_start_failure_removes_the_flags_file(root, tmp_dir):
-    run_dir = root.parent / "run"
-    runner = HookRunner(root, timeout=30, tmp_dir=tmp_dir, run_dir=run_dir)
+async def test_before_vm_start_failure_removes_the_flags_file(root, run_dir, run_dir_runner):
     install(root, "before_vm_start", "fail", sh("exit 2\n"))
     with pytest.raises(HookError):
-        await runner.before_vm_start(DOMAIN, vm_id="vm-7")
+        await run_dir_runner.before_vm_start(DOMAIN, vm_id="vm-7")
     assert list((run_dir / "launchflags").iterdir()) == []
 
 
