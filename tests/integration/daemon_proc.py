@@ -36,6 +36,7 @@ class DaemonProcess:
     proc: subprocess.Popen[bytes]
     log_path: Path
     notify_sock: socket.socket
+    notify_sock_path: str
     notifications: list[str] = field(default_factory=list)
 
     @property
@@ -91,6 +92,11 @@ class DaemonProcess:
     def close(self) -> None:
         self.stop()
         self.notify_sock.close()
+        sock_path = Path(self.notify_sock_path)
+        with contextlib.suppress(FileNotFoundError):
+            sock_path.unlink()
+        with contextlib.suppress(OSError):
+            sock_path.parent.rmdir()
 
 
 def start_daemon(
@@ -117,7 +123,7 @@ def start_daemon(
              "--port", str(port), *(extra_args or [])],
             stdout=log_file, stderr=log_file, env=full_env, cwd=REPO,
         )
-    daemon = DaemonProcess(root, port, proc, log_path, notify_sock)
+    daemon = DaemonProcess(root, port, proc, log_path, notify_sock, str(sock_path))
     if wait:
         try:
             daemon.wait_ready()
