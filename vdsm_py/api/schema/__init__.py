@@ -1,0 +1,1 @@
+"""The API schema files (YAML); loaded by vdsm_py.rpc.schema."""
