@@ -41,7 +41,8 @@ mount -t sysfs sys /newroot/sys
 mount -t devtmpfs dev /newroot/dev
 mkdir -p /newroot/dev/pts
 mount -t devpts devpts /newroot/dev/pts
-mount -t tmpfs tmpfs /newroot/tmp
+# /tmp stays the overlay's (writable, throw-away): a tmpfs there would hide a checkout
+# that lives under the host's /tmp, as CI's clones may.
 mount -t tmpfs tmpfs /newroot/run
 printf '#!/bin/sh\\nexec /bin/chroot /newroot /sbin/modprobe "$@"\\n' > /modprobe-wrapper
 chmod +x /modprobe-wrapper
