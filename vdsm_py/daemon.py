@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,11 +30,14 @@ from vdsm_py.events import EventBus
 from vdsm_py.executor import Executor
 from vdsm_py.hooks import HookRunner
 from vdsm_py.host.stats import HostStatsSampler
+from vdsm_py.pki.check import PkiError, check_identity
+from vdsm_py.pki.layout import PkiPaths
 from vdsm_py.rpc.dispatch import Dispatcher
 from vdsm_py.rpc.schema import Schema
 from vdsm_py.service import sdnotify
 from vdsm_py.service.instance_lock import AlreadyRunning, InstanceLock
 from vdsm_py.transport.server import StompServer
+from vdsm_py.transport.tls import ReloadableServerContext
 from vdsm_py.virt import VmManager
 
 log = logging.getLogger("vdsm_py.daemon")
@@ -49,10 +53,10 @@ class Daemon:
     events: EventBus = field(default_factory=EventBus)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _cleanups: list[Callable[[], Any]] = field(default_factory=list)
-    _recoveries: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    server: Any = None
+    _recoveries: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    server: StompServer | None = None
     dispatcher: Dispatcher | None = None
-    _tls: Any = None  # ReloadableServerContext, None in insecure mode
+    _tls: ReloadableServerContext | None = None  # None in insecure mode
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -81,8 +85,6 @@ class Daemon:
         if self._tls is None:
             log.info("received SIGHUP; no TLS to reload")
             return
-        from vdsm_py.pki.check import PkiError
-
         try:
             self._tls.reload()
         except PkiError as exc:
@@ -135,7 +137,7 @@ class Daemon:
             self._cleanups.append(task.cancel)
         sdnotify.ready(f"Serving on port {server.port}")
 
-    def _ssl_context(self) -> Any:
+    def _ssl_context(self) -> ssl.SSLContext | None:
         cfg = self.config
         if cfg.pki.insecure:
             log.warning(
@@ -143,10 +145,6 @@ class Daemon:
                 "host. Development only. ***"
             )
             return None
-        from vdsm_py.pki.check import PkiError, check_identity
-        from vdsm_py.pki.layout import PkiPaths
-        from vdsm_py.transport.tls import ReloadableServerContext
-
         paths = PkiPaths(cfg.pki.dir)
         try:
             check_identity(paths)

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 
-from systemd import daemon as sd_daemon
+from systemd import daemon as sd_daemon  # type: ignore[attr-defined]
 
 log = logging.getLogger("vdsm_py.service")
 
