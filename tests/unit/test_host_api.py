@@ -276,21 +276,22 @@ async def test_bad_json_is_32700_with_null_id(rpc, body):
     assert response["id"] is None
 
 
-@pytest.mark.parametrize("request_obj", [
-    {"jsonrpc": "1.0", "method": "Host.ping2", "id": 1},
-    {"method": "Host.ping2", "id": 1},
-    {"jsonrpc": "2.0", "id": 1},
-    {"jsonrpc": "2.0", "method": 5, "id": 1},
-    {"jsonrpc": "2.0", "method": "Host.ping2", "params": "x", "id": 1},
-    {"jsonrpc": "2.0", "method": "Host.ping2", "id": {"a": 1}},
-    [],
-    [1],
-    "Host.ping2",
-    42,
+@pytest.mark.parametrize("request_obj, why", [
+    ({"jsonrpc": "1.0", "method": "Host.ping2", "id": 1}, "jsonrpc must be '2.0'"),
+    ({"method": "Host.ping2", "id": 1}, "jsonrpc must be '2.0'"),
+    ({"jsonrpc": "2.0", "id": 1}, "method must be a string"),
+    ({"jsonrpc": "2.0", "method": 5, "id": 1}, "method must be a string"),
+    ({"jsonrpc": "2.0", "method": "Host.ping2", "params": "x", "id": 1}, "params must be"),
+    ({"jsonrpc": "2.0", "method": "Host.ping2", "id": {"a": 1}}, "id must be"),
+    ([], "empty batch"),
+    ([1], "request is not an object"),
+    ("Host.ping2", "request is not an object"),
+    (42, "request is not an object"),
 ])
-async def test_invalid_request_is_32600(rpc, request_obj):
+async def test_invalid_request_is_32600_and_says_why(rpc, request_obj, why):
     response = await rpc.raw(orjson.dumps(request_obj))
     assert response["error"]["code"] == -32600
+    assert why in response["error"]["data"]
     assert response["id"] is None
 
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from oslash.either import Left  # type: ignore[import-untyped]
 from jsonrpcserver import Success
 from jsonrpcserver.async_dispatcher import dispatch_request
 from jsonrpcserver.dispatcher import (
@@ -28,10 +27,10 @@ from jsonrpcserver.dispatcher import (
     deserialize_request,
     not_notification,
     to_response,
-    validate_request,
 )
 from jsonrpcserver.exceptions import JsonRpcError
-from jsonrpcserver.response import to_serializable_one
+from jsonrpcserver.response import InvalidRequestResponse, to_serializable_one
+from oslash.either import Left  # type: ignore[import-untyped]
 
 from vdsm_py.errors import RecoveryInProgress, VdsmError
 from vdsm_py.executor import Executor
@@ -155,11 +154,15 @@ class Dispatcher:
         # the library's dispatch_to_response wraps every request in asyncio.gather, which
         # costs more than the rest of a ping round trip.
         parsed = deserialize_request(orjson.loads, body)  # type: ignore[arg-type]
-        if not isinstance(parsed, Left):
-            parsed = validate_request(check_envelope, parsed._value)
-        if isinstance(parsed, Left):  # parse error or invalid request
+        if isinstance(parsed, Left):  # parse error
             return orjson.dumps(to_serializable_one(parsed))
         request = parsed._value
+        try:
+            check_envelope(request)
+        except InvalidRequest as exc:
+            # The library's validate_request would answer only "failed schema validation";
+            # say what is wrong.
+            return orjson.dumps(to_serializable_one(Left(InvalidRequestResponse(str(exc)))))
         items = request if isinstance(request, list) else [request]
         if len(items) == 1:
             results = [await dispatch_request(self._methods, ctx, create_request(items[0]))]
