@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from vdsm_py.cli import tool
@@ -92,16 +93,16 @@ def test_verb_section_has_description_added_params_and_return():
     section = md.split("### Thing.create", 1)[1].split("### ", 1)[0]
     assert "Make a thing." in section
     assert "Added in 4.5." in section
-    assert "| `thingId` | [ThingId](#type-thingid) | yes | Its id. |" in section
+    assert "| `thingId` | [ThingId](#thingid) | yes | Its id. |" in section
     assert "| `force` | boolean | no, default `false` | Replace an existing one. |" in section
     assert "| `opts.fast` | boolean | no |" in section
-    assert "Returns: list of [Spec](#type-spec) — What was made." in section
+    assert "Returns: list of [Spec](#spec) — What was made." in section
 
 
 def test_inline_object_in_return_value_gets_a_field_table():
     section = render().split("### Thing.list", 1)[1]
     assert "Returns: map of string to object" in section
-    assert "| `*.status` | [Color](#type-color) | no | Its colour. |" in section
+    assert "| `*.status` | [Color](#color) | no | Its colour. |" in section
 
 
 def test_types_are_documented_with_properties_enum_values_and_aliases():
@@ -147,3 +148,13 @@ def test_tool_check_exits_1_when_stale_and_0_when_fresh(tmp_path, capsys):
     assert tool.main(["api-docs", "-o", str(out), "--check"]) == 1
     assert "stale" in capsys.readouterr().err
     assert tool.main(["api-docs", "-o", str(tmp_path / "missing.md"), "--check"]) == 1
+
+
+def test_every_link_in_the_generated_reference_lands_on_a_heading():
+    from vdsm_py.rpc.docs import _anchor
+
+    text = API_MD.read_text()
+    headings = {_anchor(line.lstrip("#").strip()) for line in text.splitlines()
+                if line.startswith("#")}
+    targets = set(re.findall(r"\]\(#([^)]+)\)", text))
+    assert targets and targets <= headings, sorted(targets - headings)[:5]

@@ -12,6 +12,7 @@ Regenerate with ``vdsm-tool api-docs -o docs/api.md``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -136,12 +137,14 @@ def param_rows(verb: Verb) -> Iterator[FieldRow]:
 # -- Markdown ---------------------------------------------------------------------------
 
 
-def _anchor(kind: str, name: str) -> str:
-    return f"{kind}-{name.lower().replace('.', '-')}"
+def _anchor(name: str) -> str:
+    """The anchor Markdown renderers derive from a ``### name`` heading (GitHub's rule:
+    lower case, punctuation other than ``-``/``_`` dropped), so no raw HTML is needed."""
+    return re.sub(r"[^a-z0-9_\- ]", "", name.lower()).replace(" ", "-")
 
 
 def _type_link(name: str) -> str:
-    return f"[{name}](#{_anchor('type', name)})"
+    return f"[{name}](#{_anchor(name)})"
 
 
 def _cell(text: str) -> str:
@@ -175,7 +178,7 @@ def _table(header: str, rows: list[FieldRow]) -> list[str]:
 
 
 def _verb_section(verb: Verb) -> list[str]:
-    lines = [f'<a id="{_anchor("verb", verb.method)}"></a>', "", f"### {verb.method}", ""]
+    lines = [f"### {verb.method}", ""]
     if verb.description:
         lines += [_paragraph(verb.description), ""]
     facts = []
@@ -207,7 +210,7 @@ def _verb_section(verb: Verb) -> list[str]:
 
 
 def _type_section(name: str, spec: dict[str, Any]) -> list[str]:
-    lines = [f'<a id="{_anchor("type", name)}"></a>', "", f"### {name}", ""]
+    lines = [f"### {name}", ""]
     description = str(spec.get("description", "")).strip()
     t = spec.get("type", "any")
     if description:
@@ -251,7 +254,7 @@ def render_markdown(schema: Schema) -> str:
         "",
     ]
     for ns in namespaces:
-        verbs = ", ".join(f"[{v}](#{_anchor('verb', f'{ns.name}.{v}')})" for v in sorted(ns.verbs))
+        verbs = ", ".join(f"[{v}](#{_anchor(f'{ns.name}.{v}')})" for v in sorted(ns.verbs))
         lines.append(f"- **{ns.name}**: {verbs}" if verbs else f"- **{ns.name}**")
     if schema.types:
         lines.append("- [Types](#types)")
