@@ -13,10 +13,15 @@ import libvirt
 import pytest
 from lxml import etree
 
-from tests.integration.virt_support import RpcError, VirtHarness, plain_vm
+from tests.integration.virt_support import (
+    RpcError,
+    VirtHarness,
+    driver_connection,
+    plain_vm,
+    running_harness,
+)
 from vdsm_py.config import VirtConfig
 from vdsm_py.hooks import HookRunner
-from vdsm_py.virt.libvirtconn import ensure_event_loop
 
 CONFIG = VirtConfig(libvirt_uri="test:///default", powering_up_timeout=0.2,
                     stats_interval=3600, guest_agent_interval=0)
@@ -24,22 +29,15 @@ CONFIG = VirtConfig(libvirt_uri="test:///default", powering_up_timeout=0.2,
 
 @pytest.fixture
 async def virt():
-    h = await VirtHarness(CONFIG).start()
-    try:
+    async with running_harness(CONFIG) as h:
         yield h
-    finally:
-        await h.close()
 
 
 @pytest.fixture
 def libvirt_view():
     """A separate connection to the same test driver: what libvirt itself says."""
-    ensure_event_loop()
-    conn = libvirt.open("test:///default")
-    try:
+    with driver_connection() as conn:
         yield conn
-    finally:
-        conn.close()
 
 
 def domain_exists(conn: libvirt.virConnect, vm_id: str) -> bool:

@@ -6,14 +6,12 @@ import asyncio
 import uuid
 from pathlib import Path
 
-import libvirt
 import pytest
 from lxml import etree
 
-from tests.integration.virt_support import RpcError, VirtHarness, plain_vm
+from tests.integration.virt_support import RpcError, VirtHarness, driver_connection, plain_vm
 from vdsm_py.config import VirtConfig
 from vdsm_py.virt import domxml
-from vdsm_py.virt.libvirtconn import ensure_event_loop
 from vdsm_py.virt.spec import parse_vm_params
 
 CONFIG = VirtConfig(libvirt_uri="test:///default", powering_up_timeout=0.1,
@@ -42,12 +40,8 @@ async def test_vm_verbs_answer_99_while_recovering_then_serve(tmp_path):
 @pytest.fixture
 def keep_test_driver_state():
     """test:///default forgets its domains when its last connection closes: hold one."""
-    ensure_event_loop()
-    conn = libvirt.open("test:///default")
-    try:
+    with driver_connection() as conn:
         yield conn
-    finally:
-        conn.close()
 
 
 async def test_new_manager_adopts_running_and_paused_vms_with_their_metadata(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.virt_support import VirtHarness, plain_vm
+from tests.integration.virt_support import VirtHarness, plain_vm, running_harness
 from vdsm_py.config import VirtConfig
 
 CONFIG = VirtConfig(libvirt_uri="test:///default", powering_up_timeout=0.05,
@@ -13,11 +13,8 @@ CONFIG = VirtConfig(libvirt_uri="test:///default", powering_up_timeout=0.05,
 
 @pytest.fixture
 async def virt():
-    h = await VirtHarness(CONFIG).start()
-    try:
+    async with running_harness(CONFIG) as h:
         yield h
-    finally:
-        await h.close()
 
 
 async def _create(h: VirtHarness, name: str) -> str:

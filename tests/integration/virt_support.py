@@ -16,11 +16,13 @@ connection within one process).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +37,7 @@ from vdsm_py.events import Event, EventBus
 from vdsm_py.executor import Executor
 from vdsm_py.rpc.dispatch import CallContext, Dispatcher
 from vdsm_py.rpc.schema import Schema
+from vdsm_py.virt.libvirtconn import ensure_event_loop
 from vdsm_py.virt.manager import VmManager
 
 log = logging.getLogger("tests.virt")
@@ -160,3 +163,28 @@ def plain_vm(name: str = "vm", **extra: Any) -> tuple[str, dict[str, Any]]:
     }
     params.update(extra)
     return vm_id, params
+
+
+@contextlib.asynccontextmanager
+async def running_harness(config: VirtConfig, **start: Any) -> AsyncIterator[VirtHarness]:
+    """A started :class:`VirtHarness`, closed on the way out even when a test fails."""
+    harness = await VirtHarness(config).start(**start)
+    try:
+        yield harness
+    finally:
+        await harness.close()
+
+
+@contextlib.contextmanager
+def driver_connection() -> Iterator[libvirt.virConnect]:
+    """A separate connection to this process's test driver: what libvirt itself says.
+
+    test:///default forgets its domains when its last connection closes, so holding one
+    also keeps the driver's state across harnesses.
+    """
+    ensure_event_loop()
+    conn = libvirt.open("test:///default")
+    try:
+        yield conn
+    finally:
+        conn.close()
