@@ -14,10 +14,14 @@ Figures (the last line printed is one JSON object):
   with the daemon's own sampler code in this process over an identical test-driver state;
 - ``rss_mb``: the daemon's resident memory with the 1000 VMs, after the stats round trips;
 - ``create_overhead_ratio``: N VM.create calls (``xml`` form) sent at once to the daemon,
-  until every VM was announced running (VM_status event), divided by N raw
+  until every VM was announced running (VM_status event, watched by a separate process so
+  that decoding events does not slow the sending client), divided by N raw
   ``createXML`` of equal XMLs in this process on an identical test-driver state;
   ``create_latency_ratio`` is the same one VM at a time (VM.create sent → its running
-  event, vs one raw createXML);
+  event, vs one raw createXML); ``create_daemon_cpu_ms`` / ``create_raw_cpu_ms``: CPU time
+  per create of the whole daemon process during the concurrent batch vs of the raw loop
+  (where the time goes: on the test driver a createXML is ~0.5 ms, so the daemon's own
+  work per create — RPC, XML, events — weighs as much as libvirt's);
 - ``status_event_ms``: p50 from sending VM.pause to receiving the Paused VM_status event
   (an upper bound of the libvirt event → VM_status delay).
 
@@ -30,6 +34,8 @@ import argparse
 import asyncio
 import configparser
 import json
+import multiprocessing
+import os
 import shutil
 import signal
 import statistics
@@ -37,6 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +59,8 @@ from vdsm_py.client.errors import RpcError
 from vdsm_py.config import VirtConfig
 from vdsm_py.events import EventBus
 from vdsm_py.executor import Executor
+from vdsm_py.pki.layout import PkiPaths
+from vdsm_py.transport.tls import client_context
 from vdsm_py.virt import VmManager, domxml
 from vdsm_py.virt.libvirtconn import ensure_event_loop
 from vdsm_py.virt.spec import parse_vm_params
@@ -156,24 +165,64 @@ async def stats_round_trips(client: Client, calls: int) -> tuple[list[float], in
     return times, size
 
 
-class Starts:
-    """Watches VM_status events: when each VM was announced running (Powering up)."""
+def _watch_starts(port: int, pki_dir: str, out: Connection) -> None:
+    """Event watcher process: sends ``(vmId, perf_counter)`` when a VM is announced running.
 
-    def __init__(self) -> None:
-        self.started: dict[str, float] = {}
-        self._wanted: set[str] = set()
-        self._all = asyncio.Event()
+    A process of its own so that decoding every status event does not steal CPU from the
+    client that sends the VM.create calls (perf_counter is CLOCK_MONOTONIC, shared by all
+    processes of the machine, so the times compare).
+    """
 
-    async def run(self, client: Client) -> None:
+    async def run() -> None:
+        paths = PkiPaths(Path(pki_dir))
+        client = await Client.connect("127.0.0.1", port, ssl_context=client_context(
+            paths.cert, paths.key, paths.cacert))
         stream = await client.subscribe_events(confirm=True)
+        out.send(None)  # subscribed
+        seen: set[str] = set()
         async for method, params in stream:
             if not method.startswith("|virt|VM_status|"):
                 continue
             for vm_id, body in params.items():
-                if isinstance(body, dict) and body.get("status") in ("Powering up", "Up"):
-                    self.started.setdefault(vm_id, time.perf_counter())
-            if self._wanted and self._wanted <= self.started.keys():
-                self._all.set()
+                if (vm_id not in seen and isinstance(body, dict)
+                        and body.get("status") in ("Powering up", "Up")):
+                    seen.add(vm_id)
+                    out.send((vm_id, time.perf_counter()))
+
+    asyncio.run(run())
+
+
+class Starts:
+    """When each VM was announced running (Powering up), seen by a separate process."""
+
+    def __init__(self, daemon: DaemonProcess) -> None:
+        self.started: dict[str, float] = {}
+        self._wanted: set[str] = set()
+        self._all = asyncio.Event()
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=_watch_starts, daemon=True,
+                                 args=(daemon.port, str(daemon.pki_dir), child))
+
+    async def start(self) -> None:
+        self._proc.start()
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(None, self._conn.poll, 60):
+            raise RuntimeError("the event watcher process did not subscribe")
+        self._conn.recv()
+        loop.add_reader(self._conn.fileno(), self._on_readable)
+
+    def _on_readable(self) -> None:
+        while self._conn.poll():
+            vm_id, when = self._conn.recv()
+            self.started[vm_id] = when
+        if self._wanted and self._wanted <= self.started.keys():
+            self._all.set()
+
+    def stop(self) -> None:
+        asyncio.get_running_loop().remove_reader(self._conn.fileno())
+        self._proc.kill()
+        self._proc.join()
 
     async def wait(self, vm_ids: list[str], timeout: float = 120) -> None:
         self._wanted = set(vm_ids)
@@ -202,15 +251,22 @@ async def creates(client: Client, starts: Starts, xmls: list[tuple[str, str]],
     return max(starts.started[vm_id] for vm_id, _ in xmls) - t
 
 
-def raw_creates(uri: str, xmls: list[tuple[str, str]]) -> float:
+def raw_creates(uri: str, xmls: list[tuple[str, str]]) -> tuple[float, float]:
+    """Seconds of wall time and of this thread's CPU time for the createXML calls."""
     conn = libvirt.open(uri)
     try:
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.thread_time()
         for _, xml in xmls:
             conn.createXML(xml, 0)
-        return time.perf_counter() - t
+        return time.perf_counter() - t, time.thread_time() - cpu
     finally:
         conn.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def status_events(client: Client, vm_ids: list[str]) -> list[float]:
@@ -276,24 +332,28 @@ async def main() -> None:
         rss = rss_mb(daemon.pid)
         print(f"daemon rss {rss:.0f} MB", flush=True)
 
-        starts = Starts()
-        watcher = asyncio.create_task(starts.run(await connect(daemon)))
-        await asyncio.sleep(0.5)  # the event subscription is in place
+        starts = Starts(daemon)
+        await starts.start()
         batch = [vm_xml(i, "new") for i in range(args.creates)]
+        cpu_before = cpu_seconds(daemon.pid)
         daemon_concurrent = await creates(client, starts, batch, concurrent=True)
-        raw = await asyncio.to_thread(raw_creates, uri, [vm_xml(i, "raw") for i in range(
-            args.creates)])
+        daemon_cpu = cpu_seconds(daemon.pid) - cpu_before
+        raw, raw_cpu = await asyncio.to_thread(raw_creates, uri, [
+            vm_xml(i, "raw") for i in range(args.creates)])
         single = [vm_xml(i, "one") for i in range(min(args.creates, 50))]
         daemon_serial = await creates(client, starts, single, concurrent=False)
-        watcher.cancel()
-        raw_serial = await asyncio.to_thread(raw_creates, uri, [vm_xml(i, "rawone") for i in
-                                                                 range(len(single))])
+        starts.stop()
+        raw_serial, _ = await asyncio.to_thread(raw_creates, uri, [
+            vm_xml(i, "rawone") for i in range(len(single))])
         ratio = daemon_concurrent / raw
         latency_ratio = (daemon_serial / len(single)) / (raw_serial / len(single))
         print(f"VM.create x{args.creates} at once {daemon_concurrent * 1000:.0f} ms vs raw "
               f"createXML {raw * 1000:.0f} ms: ratio {ratio:.2f}; one at a time "
               f"{daemon_serial / len(single) * 1000:.2f} ms vs "
               f"{raw_serial / len(single) * 1000:.2f} ms", flush=True)
+        print(f"CPU per create: daemon {daemon_cpu / args.creates * 1000:.2f} ms (all its "
+              f"threads, RPC included) vs raw createXML {raw_cpu / args.creates * 1000:.2f} ms",
+              flush=True)
 
         events = await status_events(client, [vm_id for vm_id, _ in batch[:args.events]])
         print(f"pause -> Paused event p50 {statistics.median(events):.1f} ms", flush=True)
@@ -311,6 +371,8 @@ async def main() -> None:
         "recovery_s": round(recovery, 2),
         "create_overhead_ratio": round(ratio, 2),
         "create_latency_ratio": round(latency_ratio, 2),
+        "create_daemon_cpu_ms": round(daemon_cpu / args.creates * 1000, 3),
+        "create_raw_cpu_ms": round(raw_cpu / args.creates * 1000, 3),
         "status_event_ms": round(statistics.median(events), 2),
     }
     print(json.dumps(result), flush=True)

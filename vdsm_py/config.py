@@ -142,6 +142,10 @@ class VirtConfig:
     max_ticket_ttl: int = setting(
         86400, "Longest console ticket validity VM.setTicket accepts, in seconds."
     )
+    console_disconnect_action_delay: float = setting(
+        10.0, "Seconds after the console client disconnected before the ticket's "
+        "disconnectAction runs (skipped if a client connected again meanwhile; VDSM: 10)."
+    )
     spare_root_ports: int = setting(
         4, "Empty PCIe root ports given to q35 VMs so that devices can be hot-plugged."
     )
@@ -164,6 +168,15 @@ class NetworkConfig:
     restore_on_start: bool = setting(
         True, "At start-up, restore the persisted network configuration and remove changes "
         "that were not persisted with Host.setSafeNetworkConfig."
+    )
+    link_events: bool = setting(
+        True, "Watch the kernel's link notifications (rtnetlink): a NIC or link that "
+        "appears, goes, or changes state, MTU or master publishes |net|host_conn|no_id "
+        "so that the engine refreshes the capabilities."
+    )
+    link_event_delay: float = setting(
+        1.0, "Seconds over which link changes are gathered into one |net|host_conn|no_id "
+        "event (a burst of changes, such as a large setupNetworks, sends one event)."
     )
 
 
@@ -198,6 +211,18 @@ class StorageConfig:
     call_timeout: float = setting(
         600.0, "Seconds a storage verb may take on the worker pool (volume creation with "
         "preallocation can be slow)."
+    )
+    task_workers: int = setting(
+        10, "Threads running SPM tasks (Volume.create/delete/extendSize...) at once "
+        "(VDSM's irs thread_pool_size)."
+    )
+    max_tasks: int = setting(
+        500, "Unfinished SPM tasks accepted at once; more are refused with 405."
+    )
+    task_hook_dir: str = setting(
+        "", "TEST ONLY, leave empty. A directory where a FIFO named after a task step's "
+        "action (e.g. create_volume_data) pauses every task before that step until a writer "
+        "opens the FIFO; writing 'fail' makes the step fail. Used by the crash-recovery tests."
     )
 
 

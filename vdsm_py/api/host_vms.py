@@ -36,8 +36,8 @@ class HostVmsApi:
     async def get_vmfull_list(self, vm_list: list[str] | None = None) -> list[dict[str, Any]]:
         return self.manager.full_list(vm_list)
 
-    async def get_all_vm_stats(self) -> orjson.Fragment:
-        return self.manager.all_stats()
+    async def get_all_vm_stats(self) -> orjson.Fragment | list[dict[str, Any]]:
+        return await self.manager.all_stats()
 
     async def dumpxmls(self, vm_list: list[str] | None = None) -> dict[str, str]:
         return await self.manager.dumpxmls(vm_list or [])

@@ -53,7 +53,7 @@ class VmApi:
         return dict(_RUNNING_STATE_CHANGE)
 
     async def get_stats(self, vm_id: str) -> list[dict[str, Any]]:
-        return self.manager.get_stats(vm_id)
+        return await self.manager.get_stats(vm_id)
 
     async def set_ticket(
         self,

@@ -10,7 +10,7 @@ Owns:
   back-off when libvirtd goes away; the listener is told so it can resynchronise;
 - every call: :meth:`LibvirtConnection.call` / :meth:`call_domain` run a function with the
   ``virConnect`` (or the domain looked up by UUID) on a worker under the libvirt timeout;
-- domain events (lifecycle, reboot, guest agent) handed from libvirt's thread to the
+- domain events (lifecycle, reboot, guest agent, console clients) handed from libvirt's thread to the
   asyncio loop, to a :class:`EventListener`.
 
 It knows nothing of VMs, statuses or the wire. Errors stay :class:`libvirt.libvirtError`;
@@ -91,6 +91,8 @@ class EventListener(Protocol):
     def on_agent(self, vm_id: str, connected: bool) -> None: ...
 
     def on_device_removed(self, vm_id: str, alias: str) -> None: ...
+
+    def on_graphics(self, vm_id: str, phase: int, client_ip: str, client_port: str) -> None: ...
 
     def on_reconnected(self) -> None: ...
 
@@ -190,11 +192,13 @@ class LibvirtConnection:
             conn.domainEventRegisterAny(
                 None, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, self._removed_cb, None),
         ]
-        try:
-            ids.append(conn.domainEventRegisterAny(
-                None, libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE, self._agent_cb, None))
-        except libvirt.libvirtError as exc:
-            log.debug("agent lifecycle events not supported by %s: %s", self.uri, exc)
+        for event_id, callback, what in (
+                (libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE, self._agent_cb, "agent lifecycle"),
+                (libvirt.VIR_DOMAIN_EVENT_ID_GRAPHICS, self._graphics_cb, "graphics")):
+            try:
+                ids.append(conn.domainEventRegisterAny(None, event_id, callback, None))
+            except libvirt.libvirtError as exc:
+                log.debug("%s events not supported by %s: %s", what, self.uri, exc)
         self._callback_ids = ids
         return conn
 
@@ -246,6 +250,12 @@ class LibvirtConnection:
                   _opaque: Any) -> None:
         connected = state == libvirt.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_CONNECTED
         self._post("on_agent", dom.UUIDString(), connected)
+
+    def _graphics_cb(self, _conn: Any, dom: libvirt.virDomain, phase: int, _local: Any,
+                     remote: Any, _scheme: Any, _subject: Any, _opaque: Any) -> None:
+        remote = remote if isinstance(remote, dict) else {}
+        self._post("on_graphics", dom.UUIDString(), phase, str(remote.get("node", "")),
+                   str(remote.get("service", "")))
 
     def _closed_cb(self, _conn: Any, reason: int, _opaque: Any) -> None:
         loop = self._loop

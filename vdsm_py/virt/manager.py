@@ -31,7 +31,16 @@ from vdsm_py.config import VirtConfig
 from vdsm_py.errors import NoSuchVM, VdsmError, VMExists, invalid_parameter
 from vdsm_py.events import EventBus
 from vdsm_py.executor import Executor
-from vdsm_py.virt import devices, domxml, lifecycle, powerdown, recovery, report, ticket
+from vdsm_py.virt import (
+    console,
+    devices,
+    domxml,
+    lifecycle,
+    powerdown,
+    recovery,
+    report,
+    ticket,
+)
 from vdsm_py.virt.libvirtconn import LibvirtConnection, message
 from vdsm_py.virt.metadata import VmMetadata
 from vdsm_py.virt.services import Services, libvirt_failure
@@ -183,6 +192,43 @@ class VmManager:
         waiter = vm.removal_waiters.get(alias) if vm else None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def on_graphics(self, vm_id: str, phase: int, client_ip: str, client_port: str) -> None:
+        vm = self.vms.get(vm_id)
+        if vm is None:
+            return
+        if phase in (libvirt.VIR_DOMAIN_EVENT_GRAPHICS_CONNECT,
+                     libvirt.VIR_DOMAIN_EVENT_GRAPHICS_INITIALIZE):
+            console.client_connected(vm, client_ip, client_port)
+        elif phase == libvirt.VIR_DOMAIN_EVENT_GRAPHICS_DISCONNECT:
+            console.client_disconnected(vm, client_ip, client_port,
+                                        self.config.console_disconnect_action_delay,
+                                        self._console_action)
+
+    async def _console_action(self, vm: Vm, action: str) -> None:
+        """The ticket's disconnectAction, once the console client stayed away."""
+        log.info("vmId=%s: console disconnect action %s", vm.id, action)
+        try:
+            if action in ("SHUTDOWN", "REBOOT"):
+                reboot = action == "REBOOT"
+                await self.shutdown(vm.id, delay=0, reboot=reboot, message=(
+                    console.REBOOT_MESSAGE if reboot else console.SHUTDOWN_MESSAGE))
+                return
+            command = console.guest_command(action)
+            if command is None:
+                return
+            if not vm.agent_connected:
+                log.warning("vmId=%s: cannot %s on console disconnect: no guest agent",
+                            vm.id, action)
+                return
+            timeout = int(self.config.libvirt_timeout)
+            answer = await self.svc.conn.call_domain(
+                vm.id, lambda d: console.run_guest_command(d, command, timeout),
+                name="qemuAgentCommand")
+            log.info("vmId=%s: guest agent ran %s: %s", vm.id, action, answer)
+        except (libvirt.libvirtError, VdsmError) as exc:
+            log.error("vmId=%s: console disconnect action %s failed: %s", vm.id, action,
+                      message(exc))
 
     def on_reconnected(self) -> None:
         self._spawn(self._resync(), "virt-resync")
@@ -338,11 +384,44 @@ class VmManager:
         active = sum(1 for vm in self.vms.values() if vm.has_domain)
         return {"vmCount": len(self.vms), "vmActive": active, "vmMigrating": 0}
 
-    def get_stats(self, vm_id: str) -> list[dict[str, Any]]:
-        return [report.vm_stats(self.get(vm_id))]
+    async def get_stats(self, vm_id: str) -> list[dict[str, Any]]:
+        """``VM.getStats``, with VDSM's ``before/after_get_vm_stats`` hook points."""
+        vm = self.get(vm_id)
+        await self._before_stats_hook("before_get_vm_stats")
+        stats = [report.vm_stats(vm)]
+        if self.svc.wants_hook("after_get_vm_stats"):
+            stats = await self._after_stats_hook("after_get_vm_stats", stats)
+        return stats
 
-    def all_stats(self) -> orjson.Fragment:
-        return report.all_stats_json(self.vms.values())
+    async def all_stats(self) -> orjson.Fragment | list[dict[str, Any]]:
+        """``Host.getAllVmStats``, with ``before/after_get_all_vm_stats``.
+
+        Without ``after_get_all_vm_stats`` scripts the answer is the pre-encoded JSON; with
+        them, the decoded list the scripts rewrote.
+        """
+        await self._before_stats_hook("before_get_all_vm_stats")
+        if not self.svc.wants_hook("after_get_all_vm_stats"):
+            return report.all_stats_json(self.vms.values())
+        stats = [report.vm_stats(vm) for vm in self.vms.values()]
+        return await self._after_stats_hook("after_get_all_vm_stats", stats)
+
+    async def _before_stats_hook(self, point: str) -> None:
+        # VDSM hands these an empty document; their errors fail the call (1500)
+        if self.svc.hooks is not None:
+            await self.svc.hooks.run_json(point, {})
+
+    async def _after_stats_hook(self, point: str,
+                                stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The scripts' list of stats records; what they broke is logged and ignored."""
+        if self.svc.hooks is None:
+            return stats
+        result = await self.svc.hooks.run_json(point, stats)
+        if isinstance(result, list) and all(isinstance(r, dict) for r in result) and (
+                point != "after_get_vm_stats" or len(result) == 1):
+            return result
+        log.error("%s hook left %s instead of a list of stats records; ignored", point,
+                  type(result).__name__)
+        return stats
 
     def vm_list(self, vm_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
         return [vm.status_dict() for vm in self._selected(vm_ids)]

@@ -54,7 +54,7 @@ def static_stats(vm: Vm) -> dict[str, Any]:
         "acpiEnable": "true" if info is None or info.acpi else "false",
         "timeOffset": "0",
         "monitorResponse": "0",
-        "clientIp": "",
+        "clientIp": vm.client_ip,
         "displayInfo": display_info(vm),
         **_display_legacy(vm),
     })
@@ -148,7 +148,7 @@ def full_info(vm: Vm) -> dict[str, Any]:
     out["custom"] = dict(vm.custom)
     out["launchPaused"] = "true" if vm.launch_paused else "false"
     out["external"] = vm.external
-    out["clientIp"] = ""
+    out["clientIp"] = vm.client_ip
     out.update({k: v for k, v in vm.guest.items()
                 if k in ("guestFQDN", "guestIPs", "guestOsInfo", "guestTimezone")})
     return out

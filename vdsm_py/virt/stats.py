@@ -111,9 +111,7 @@ class StatsSampler:
         return self.last_duration
 
     def _job(self, vm: Vm, refresh_xml: bool) -> _Job:
-        ids = {d.attrs.get("name", ""): dict(d.values) for d in vm.meta.devices
-               if d.attrs.get("devtype") == "disk"}
-        return _Job(vm.id, vm.known_info, ids,
+        return _Job(vm.id, vm.known_info, _storage_ids(vm),
                     vm.meta.get_int("memGuaranteedSize") * 1024, refresh_xml,
                     vm.xml_generation)
 
@@ -149,6 +147,19 @@ class StatsSampler:
             if vm is not None and guest != vm.guest:
                 vm.guest = guest
                 vm.stats_cache = None
+
+
+def _storage_ids(vm: Vm) -> dict[str, dict[str, Any]]:
+    """Each disk's storage IDs by name, rebuilt only when the VM's devices may have changed
+    (a pass over 1000 VMs must not rebuild 1000 unchanged dicts)."""
+    key = (vm.xml_generation, len(vm.meta.devices))
+    cached = vm.storage_ids_cache
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    ids = {d.attrs.get("name", ""): dict(d.values) for d in vm.meta.devices
+           if d.attrs.get("devtype") == "disk"}
+    vm.storage_ids_cache = (key, ids)
+    return ids
 
 
 def _sample(conn: libvirt.virConnect, jobs: list[_Job],

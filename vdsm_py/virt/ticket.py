@@ -8,7 +8,7 @@ fail), and handed back with ``updateDeviceFlags``. A driver that cannot update g
 (libvirt's test driver) makes the call fail with error 18 carrying libvirt's message.
 A VNC password is cut to its first 8 characters: VNC authentication only uses those
 (clients cut it the same way) and libvirt refuses longer ones. The disconnect action
-(what to do when the console client goes away) is recorded.
+(what to do when the console client goes away) is recorded; :mod:`.console` runs it.
 """
 
 from __future__ import annotations

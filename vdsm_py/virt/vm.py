@@ -86,7 +86,14 @@ class Vm:
         self.xml_generation = 0  # bumped whenever the domain XML may have changed
         self.xml_hash = ""
         self.ticket_disconnect_action = "LOCK_SCREEN"
+        # the console client (libvirt graphics events) and the pending disconnect action
+        self.client_ip = ""
+        self.client_port = ""
+        self.console_timer: asyncio.TimerHandle | None = None
+        self.console_action_task: asyncio.Task[None] | None = None
         self.stats_cache: bytes | None = None
+        # the sampler's (key, disk storage IDs by name), see stats._storage_ids
+        self.storage_ids_cache: tuple[tuple[int, int], dict[str, dict[str, Any]]] | None = None
         self._on_change = on_change
         self._change = asyncio.Event()  # pulsed (set, then replaced) on every change
         self._up_delay = powering_up_timeout
@@ -168,6 +175,7 @@ class Vm:
         self.xml_hash = str(zlib.crc32(live_xml.encode("utf-8")))
         self.xml_stale = False
         self.stats_cache = None
+        self.storage_ids_cache = None  # devices may have changed with it
 
     def changed(self) -> None:
         """Something reported changed: drop cached stats and tell the listener."""
@@ -208,6 +216,8 @@ class Vm:
         if status != VmStatus.POWERING_UP:
             self._cancel_up_timer()
         if status == VmStatus.DOWN:
+            self.cancel_console_timer()
+            self.client_ip = self.client_port = ""
             self.exit = exit or ExitInfo.of(ExitCode.ERROR, ExitReason.GENERIC_ERROR)
             self.sample = {}
             self.down_event.set()
@@ -272,8 +282,14 @@ class Vm:
         if connected and self.status == VmStatus.POWERING_UP:
             self.set_status(VmStatus.UP)
 
+    def cancel_console_timer(self) -> None:
+        if self.console_timer is not None:
+            self.console_timer.cancel()
+            self.console_timer = None
+
     def cancel_timers(self) -> None:
         self._cancel_up_timer()
+        self.cancel_console_timer()
         if self.powerdown_task is not None:
             self.powerdown_task.cancel()
 
