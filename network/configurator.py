@@ -1,83 +1,55 @@
 """Turns a change of the agent's configuration into kernel steps, each with its undo.
 
-Owns the order of a setupNetworks change (tear down what goes or changes, rebuild changed
-bonds, set the MTU of NICs and bonds, build new networks with their addresses and default
-route) and how each step is reversed, including deletions (a device is snapshotted before it
-is deleted so that undo can recreate it with its ports, addresses and routes). Runs on a
-worker thread with a :class:`~network.netlink.Netlink`; all steps go through one
-:class:`~network.transaction.Transaction`, so a failure can be rolled back completely.
-Must not validate requests (``network.validate`` did) nor persist anything.
+Owns the order of a setupNetworks change and how each step is reversed. A network that is
+new or gone, or whose devices must change kind (bridged ↔ bridgeless, a bridgeless network
+moving to another device, a rebuilt bond under it, STP), is torn down and built; any other
+change is made *in place*, touching only what differs: the MTU of its devices, its
+southbound port (moving a bridge to another NIC or VLAN keeps the bridge), and its layer 3
+(:mod:`network.l3`: addresses, routes, source routing, IPv6 switches, DHCP clients).
+Order: tear down what goes, take away what edits drop and lower MTUs, rebuild changed
+bonds, set NIC/bond MTUs, raise MTUs and add what edits bring, build new networks.
+Deletions snapshot the device first so that undo recreates it. Every step's undo is an
+:class:`~network.ops.Op`, so a journal can replay it after a crash. Runs on a worker
+thread; must not validate requests (``network.validate`` did) nor persist anything.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import logging
-from dataclasses import dataclass, field
+import secrets
+from dataclasses import asdict, dataclass
 
+from network.l3 import EMPTY, L3Spec, l3_spec
 from network.model import DEFAULT_MTU, BondingAttrs, NetConfig, NetworkAttrs
-from network.netlink import Link, Netlink, Route
+from network.netlink import ENODEV, Link, Netlink, NetlinkError, Route
+from network.ops import OpRunner, snapshot
 from network.transaction import Transaction
 
 log = logging.getLogger("vdsm_py.network")
 
-
-@dataclass
-class LinkSnapshot:
-    """What is needed to recreate a deleted bridge, VLAN or bond exactly."""
-
-    link: Link
-    ports: list[Link] = field(default_factory=list)
-    addresses: list[str] = field(default_factory=list)
-    routes: list[Route] = field(default_factory=list)
-
-
-def snapshot(nl: Netlink, name: str) -> LinkSnapshot:
-    links = nl.links()
-    link = links[name]
-    ports = [p for p in links.values() if p.master == name]
-    return LinkSnapshot(
-        link, ports, nl.addresses().get(name, []),
-        [r for r in nl.default_routes() if r.dev == name],
-    )
-
-
-def recreate(nl: Netlink, snap: LinkSnapshot) -> None:
-    link = snap.link
-    if link.kind == "bridge":
-        nl.add_bridge(link.name, stp=link.stp, mtu=link.mtu)
-    elif link.kind == "vlan":
-        assert link.vlan_id is not None
-        nl.add_vlan(link.name, link.vlan_parent, link.vlan_id, link.mtu)
-    elif link.kind == "bond":
-        nl.add_bond(link.name, link.bond_options)
-        nl.set_mtu(link.name, link.mtu)
-    else:
-        raise ValueError(f"cannot recreate a {link.kind or 'physical'} device {link.name}")
-    for port in snap.ports:
-        if link.kind == "bond":
-            nl.set_up(port.name, False)  # the bonding driver takes only down slaves
-        nl.set_master(port.name, link.name)
-    if link.master:
-        nl.set_master(link.name, link.master)
-    for cidr in snap.addresses:
-        if ":" not in cidr:  # the kernel brings back link-local IPv6 by itself
-            nl.add_address(link.name, cidr)
-    nl.set_up(link.name, link.up)
-    for port in snap.ports:
-        nl.set_up(port.name, port.up)
-    for route in snap.routes:
-        nl.add_default_route(route.gateway, route.dev)
+KERNEL_IPV6_CONF = (("accept_ra", "1"), ("autoconf", "1"))  # a new device's defaults
 
 
 @dataclass(frozen=True)
 class Plan:
-    """Which networks and bonds a change tears down and (re)builds."""
+    """Which networks and bonds a change tears down, edits in place and (re)builds."""
 
     nets_down: tuple[NetworkAttrs, ...]
     bonds_down: tuple[str, ...]
     bonds_up: tuple[BondingAttrs, ...]
     nets_up: tuple[NetworkAttrs, ...]
+    nets_edit: tuple[tuple[NetworkAttrs, NetworkAttrs], ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.nets_down or self.bonds_down or self.bonds_up or self.nets_up
+                    or self.nets_edit)
+
+
+def editable(old: NetworkAttrs, new: NetworkAttrs) -> bool:
+    """Whether ``old`` can become ``new`` without deleting its bridge or address holder."""
+    return old.bridged == new.bridged and old.iface == new.iface and old.stp == new.stp
 
 
 def plan(
@@ -93,10 +65,15 @@ def plan(
         b for b, attrs in running.bondings.items()
         if desired.bondings.get(b) != attrs or b in rebuild_bonds
     }
-    down = set()
-    for name, attrs in running.networks.items():
+    down, edit = set(), set()
+    for name, old in running.networks.items():
         new = desired.networks.get(name)
-        if new != attrs or name in rebuild or (new is not None and new.bonding in bonds_changed):
+        if new == old and name not in rebuild and new.bonding not in bonds_changed:
+            continue
+        if (new is not None and name not in rebuild and editable(old, new)
+                and old.bonding not in bonds_changed and new.bonding not in bonds_changed):
+            edit.add(name)
+        else:
             down.add(name)
     up = {n for n in desired.networks if n not in running.networks or n in down}
     return Plan(
@@ -107,89 +84,146 @@ def plan(
             if n not in running.bondings or n in bonds_changed
         ),
         nets_up=tuple(desired.networks[n] for n in sorted(up)),
+        nets_edit=tuple((running.networks[n], desired.networks[n]) for n in sorted(edit)),
     )
+
+
+def _upper_devices(net: NetworkAttrs) -> list[str]:
+    """The devices a network made, bottom up: its VLAN device, then its bridge."""
+    return [d for d in (net.vlan_device, net.name if net.bridged else "") if d]
 
 
 class Configurator:
     """Applies a :class:`Plan` step by step inside one transaction."""
 
-    def __init__(self, nl: Netlink, tx: Transaction) -> None:
+    def __init__(self, nl: Netlink, tx: Transaction, ops: OpRunner) -> None:
         self.nl = nl
         self.tx = tx
+        self.ops = ops
 
     # -- generic undoable steps -----------------------------------------------------------
 
+    def _link(self, name: str) -> Link:
+        link = self.nl.link(name)
+        if link is None:
+            raise NetlinkError(ENODEV, f"No such device {name}")
+        return link
+
     def _delete(self, item: str, name: str) -> None:
-        if name not in self.nl.links():
+        if not self.nl.exists(name):
             return
         snap = snapshot(self.nl, name)
-        self.tx.step(item, f"delete {snap.link.kind} {name}", lambda: self.nl.delete(name),
-                     lambda: recreate(self.nl, snap))
+        self.tx.step(item, f"delete {snap.link.kind} {name}", self.ops.op("delete", name),
+                     self.ops.op("recreate", snap.to_wire()))
         if snap.link.kind == "bond":
             # The bonding driver closes released slaves; give the NICs back as they were.
             for port in snap.ports:
                 self._set_up(item, port.name, port.up)
 
     def _set_up(self, item: str, name: str, up: bool) -> None:
-        was = self.nl.links()[name].up
+        was = self._link(name).up
         if was != up:
             self.tx.step(item, f"set {name} {'up' if up else 'down'}",
-                         lambda: self.nl.set_up(name, up), lambda: self.nl.set_up(name, was))
+                         self.ops.op("set_up", name, up), self.ops.op("set_up", name, was))
 
     def _set_mtu(self, item: str, name: str, mtu: int) -> None:
-        was = self.nl.links()[name].mtu
+        was = self._link(name).mtu
         if was != mtu:
-            self.tx.step(item, f"set mtu of {name} to {mtu}",
-                         lambda: self.nl.set_mtu(name, mtu), lambda: self.nl.set_mtu(name, was))
+            self.tx.step(item, f"set mtu of {name} to {mtu}", self.ops.op("set_mtu", name, mtu),
+                         self.ops.op("set_mtu", name, was))
 
     def _set_master(self, item: str, name: str, master: str) -> None:
-        was = self.nl.links()[name].master
+        was = self._link(name).master
         if was != master:
             self.tx.step(item, f"attach {name} to {master or 'nothing'}",
-                         lambda: self.nl.set_master(name, master),
-                         lambda: self.nl.set_master(name, was))
+                         self.ops.op("set_master", name, master),
+                         self.ops.op("set_master", name, was))
 
     # -- the change -----------------------------------------------------------------------
 
+    def _delete_many(self, item: str, names: list[str]) -> None:
+        """Delete several devices in one kernel request (a batch of removals is bound by
+        the kernel's per-device cost otherwise); undo recreates every one."""
+        names = [n for n in names if self.nl.exists(n)]
+        if len(names) < 2:
+            for name in names:
+                self._delete(item, name)
+            return
+        snaps = [snapshot(self.nl, n).to_wire() for n in names]
+        group = secrets.randbelow(2**31 - 2) + 1
+        self.tx.step(item, f"delete {len(names)} devices ({', '.join(names[:3])}...)",
+                     self.ops.op("delete_many", names, group),
+                     self.ops.op("recreate_many", snaps))
+
     def apply(self, the_plan: Plan, desired: NetConfig) -> None:
+        doomed: list[str] = []
         for net in the_plan.nets_down:
-            self.teardown_network(net)
+            doomed += self.teardown_network(net)
+        if doomed:
+            names = [n.name for n in the_plan.nets_down]
+            self._delete_many(f"network {names[0]}" if len(names) == 1
+                              else f"networks {', '.join(names)}", doomed)
+        for old, new in the_plan.nets_edit:
+            self.edit_down(old, new)
         for bond in the_plan.bonds_down:
             self._delete(f"bond {bond}", bond)
         for bond_attrs in the_plan.bonds_up:
             self.build_bond(bond_attrs)
         self.set_base_mtus(the_plan, desired)
+        for old, new in the_plan.nets_edit:
+            self.edit_up(old, new)
         for net in the_plan.nets_up:
             self.build_network(net)
 
-    def teardown_network(self, net: NetworkAttrs) -> None:
+    def teardown_network(self, net: NetworkAttrs) -> list[str]:
+        """Take away the network's layer 3; returns the devices it made, to delete."""
         item = f"network {net.name}"
-        links = self.nl.links()
-        if net.iface in links:
-            if net.default_route and net.ipv4 and net.ipv4.gateway:
-                route = Route(net.ipv4.gateway, net.iface)
-                if route in self.nl.default_routes():
-                    self.tx.step(
-                        item, f"remove default route via {route.gateway}",
-                        lambda: self.nl.del_default_route(route.gateway, route.dev),
-                        lambda: self.nl.add_default_route(route.gateway, route.dev),
-                    )
-            if net.ipv4 and net.ipv4.cidr in self.nl.addresses().get(net.iface, []):
-                cidr, iface = net.ipv4.cidr, net.iface
-                self.tx.step(item, f"remove address {cidr} from {iface}",
-                             lambda: self.nl.del_address(iface, cidr),
-                             lambda: self.nl.add_address(iface, cidr))
-        if net.bridged:
-            self._delete(item, net.name)
-        if net.vlan_device:
-            self._delete(item, net.vlan_device)
+        if self.nl.exists(net.iface):
+            keeps_iface = not net.bridged  # a NIC, bond or VLAN device outlives its network
+            after = L3Spec(net.iface, ipv6_conf=KERNEL_IPV6_CONF) if keeps_iface else EMPTY
+            self.l3_down(item, l3_spec(net), after)
+            if keeps_iface:
+                self.l3_up(item, l3_spec(net), after)
+        return _upper_devices(net)[::-1]  # the bridge before the VLAN device under it
+
+    def edit_down(self, old: NetworkAttrs, new: NetworkAttrs) -> None:
+        """First half of an in-place edit: drop what ``new`` no longer has, detach a
+        southbound port that changes, lower MTUs that go down."""
+        item = f"network {new.name}"
+        old_l3, new_l3 = l3_spec(old), l3_spec(new)
+        self.l3_down(item, old_l3, _without_routing(new_l3) if _readdress(old_l3, new_l3)
+                     else new_l3)
+        if old.southbound != new.southbound:
+            if old.southbound and old.bridged:
+                self._set_master(item, old.southbound, "")
+            if old.vlan_device:
+                self._delete(item, old.vlan_device)
+        if new.mtu < old.mtu:
+            for dev in reversed(_upper_devices(new)):
+                if self.nl.exists(dev):
+                    self._set_mtu(item, dev, new.mtu)
+
+    def edit_up(self, old: NetworkAttrs, new: NetworkAttrs) -> None:
+        """Second half: attach the new southbound port, raise MTUs, add what is new."""
+        item = f"network {new.name}"
+        if new.base:
+            self._set_up(item, new.base, True)
+        if old.southbound != new.southbound and new.vlan_device:
+            self._create_vlan(item, new)
+        if new.mtu > old.mtu:
+            for dev in _upper_devices(new):
+                self._set_mtu(item, dev, new.mtu)
+        if old.southbound != new.southbound and new.bridged and new.southbound:
+            self._set_master(item, new.southbound, new.name)
+        old_l3, new_l3 = l3_spec(old), l3_spec(new)
+        self.l3_up(item, _without_routing(old_l3) if _readdress(old_l3, new_l3) else old_l3,
+                   new_l3)
 
     def build_bond(self, bond: BondingAttrs) -> None:
         item = f"bond {bond.name}"
-        options = dict(bond.options)
         self.tx.step(item, f"create bond {bond.name}",
-                     lambda: self.nl.add_bond(bond.name, options),
-                     lambda: self.nl.delete(bond.name))
+                     lambda: self.nl.add_bond(bond.name, dict(bond.options)),
+                     self.ops.op("delete", bond.name))
         for nic in bond.nics:
             self._set_up(item, nic, False)
             self._set_master(item, nic, bond.name)
@@ -201,61 +235,137 @@ class Configurator:
         for net in desired.networks.values():
             if net.base:
                 wanted[net.base] = max(wanted.get(net.base, 0), net.mtu)
-        for net in the_plan.nets_down:
-            if net.base and net.base not in wanted and net.base in self.nl.links():
+        gone = [*the_plan.nets_down, *(old for old, _new in the_plan.nets_edit)]
+        for net in gone:
+            if net.base and net.base not in wanted and self.nl.exists(net.base):
                 wanted[net.base] = DEFAULT_MTU
         enslaved = {nic for b in desired.bondings.values() for nic in b.nics}
         for base, mtu in sorted(wanted.items()):
             if base not in enslaved:
                 self._set_mtu(f"device {base}", base, mtu)
 
+    def _create_vlan(self, item: str, net: NetworkAttrs) -> None:
+        vdev = net.vlan_device
+        assert net.vlan is not None
+        vlan_id = net.vlan
+        self.tx.step(item, f"create vlan {vdev}",
+                     lambda: self.nl.add_vlan(vdev, net.base, vlan_id, net.mtu),
+                     self.ops.op("delete", vdev))
+        self._set_up(item, vdev, True)
+
     def build_network(self, net: NetworkAttrs) -> None:
         item = f"network {net.name}"
         if net.base:
             self._set_up(item, net.base, True)
         if net.vlan_device:
-            vdev = net.vlan_device
-            assert net.vlan is not None
-            vlan_id = net.vlan
-            self.tx.step(item, f"create vlan {vdev}",
-                         lambda: self.nl.add_vlan(vdev, net.base, vlan_id, net.mtu),
-                         lambda: self.nl.delete(vdev))
-            self._set_up(item, vdev, True)
+            self._create_vlan(item, net)
         if net.bridged:
             self.tx.step(item, f"create bridge {net.name}",
                          lambda: self.nl.add_bridge(net.name, stp=net.stp, mtu=net.mtu),
-                         lambda: self.nl.delete(net.name))
+                         self.ops.op("delete", net.name))
             if net.southbound:
                 self._set_master(item, net.southbound, net.name)
             self._set_mtu(item, net.name, net.mtu)
             self._set_up(item, net.name, True)
-        if net.ipv4 is not None:
-            cidr, iface = net.ipv4.cidr, net.iface
-            self.tx.step(item, f"add address {cidr} to {iface}",
-                         lambda: self.nl.add_address(iface, cidr),
-                         lambda: self.nl.del_address(iface, cidr))
-            if net.default_route and net.ipv4.gateway:
-                self.set_default_route(item, net.ipv4.gateway, iface)
+        self.l3_up(item, L3Spec(net.iface), l3_spec(net))
 
-    def set_default_route(self, item: str, gateway: str, dev: str) -> None:
-        for old in self.nl.default_routes():
-            self.tx.step(item, f"remove previous default route via {old.gateway}",
-                         functools.partial(self.nl.del_default_route, old.gateway, old.dev),
-                         functools.partial(self.nl.add_default_route, old.gateway, old.dev))
-        self.tx.step(item, f"add default route via {gateway} dev {dev}",
-                     lambda: self.nl.add_default_route(gateway, dev),
-                     lambda: self.nl.del_default_route(gateway, dev))
+    # -- layer 3 --------------------------------------------------------------------------
+
+    def l3_down(self, item: str, old: L3Spec, new: L3Spec) -> None:
+        """Remove what ``old`` has and ``new`` has not: DHCP clients, rules, routes
+        (gateway routes before the subnet routes they go through), addresses."""
+        iface = old.iface
+        for dhcp in sorted(old.dhcp - new.dhcp, key=lambda d: d.family):
+            self.tx.step(item, f"stop DHCPv{dhcp.family} client on {iface}",
+                         self.ops.op("stop_dhcp", iface, dhcp.family, dhcp.default_route),
+                         self.ops.op("start_dhcp", iface, dhcp.family, dhcp.default_route,
+                                     False))
+        for rule in sorted(old.rules - new.rules, key=repr):
+            self.tx.step(item, f"remove rule {rule.src or rule.dst} table {rule.table}",
+                         self.ops.op("del_rule", asdict(rule)),
+                         self.ops.op("add_rule", asdict(rule)))
+        for route in sorted(old.routes - new.routes, key=lambda r: (not r.gateway, repr(r))):
+            self.tx.step(item, f"remove route {_describe(route)}",
+                         self.ops.op("del_route", asdict(route)),
+                         self.ops.op("add_route", asdict(route)))
+        dropped = old.addresses - new.addresses
+        present = set(self.nl.addresses_of(iface)) if dropped else set()
+        for cidr in sorted(dropped):
+            if cidr in present:
+                self.tx.step(item, f"remove address {cidr} from {iface}",
+                             self.ops.op("del_address", iface, cidr),
+                             self.ops.op("add_address", iface, cidr))
+
+    def l3_up(self, item: str, old: L3Spec, new: L3Spec) -> None:
+        """Add what ``new`` has and ``old`` has not, in the reverse order of
+        :meth:`l3_down`; a new IPv4 default route replaces the host's previous one."""
+        iface = new.iface
+        for cidr in sorted(new.addresses - old.addresses):
+            self.tx.step(item, f"add address {cidr} to {iface}",
+                         self.ops.op("add_address", iface, cidr),
+                         self.ops.op("del_address", iface, cidr))
+        for route in sorted(new.routes - old.routes, key=lambda r: (bool(r.gateway), repr(r))):
+            if not route.dst and route.table == Route("", "").table:
+                self._replace_default_route(item, route)
+            self.tx.step(item, f"add route {_describe(route)}",
+                         self.ops.op("add_route", asdict(route)),
+                         self.ops.op("del_route", asdict(route)))
+        for rule in sorted(new.rules - old.rules, key=repr):
+            self.tx.step(item, f"add rule {rule.src or rule.dst} table {rule.table}",
+                         self.ops.op("add_rule", asdict(rule)),
+                         self.ops.op("del_rule", asdict(rule)))
+        if new.ipv6_conf and new.ipv6_conf != old.ipv6_conf:
+            self._set_ipv6_conf(item, iface, dict(new.ipv6_conf))
+        for dhcp in sorted(new.dhcp - old.dhcp, key=lambda d: d.family):
+            self.tx.step(item, f"start DHCPv{dhcp.family} client on {iface}",
+                         self.ops.op("start_dhcp", iface, dhcp.family, dhcp.default_route,
+                                     dhcp.blocking),
+                         self.ops.op("stop_dhcp", iface, dhcp.family, dhcp.default_route))
+
+    def _replace_default_route(self, item: str, route: Route) -> None:
+        for old in self.nl.default_routes(route.family):
+            if old != route:
+                self.tx.step(item, f"remove previous default route {_describe(old)}",
+                             self.ops.op("del_route", asdict(old)),
+                             self.ops.op("add_route", asdict(old)))
+
+    def _set_ipv6_conf(self, item: str, iface: str, values: dict[str, str]) -> None:
+        was = self.nl.ipv6_conf(iface, tuple(values))
+        if not all(was.values()):
+            return  # IPv6 is off on this device (or in this kernel): nothing to switch
+        if was != values:
+            self.tx.step(item, f"set IPv6 {values} on {iface}",
+                         self.ops.op("set_ipv6_conf", iface, values),
+                         self.ops.op("set_ipv6_conf", iface, was))
+
+
+def _readdress(old: L3Spec, new: L3Spec) -> bool:
+    """Whether an edit changes addresses. Then every route and rule is taken away before
+    and put back after: the kernel flushes a device's routes by itself when its last IPv4
+    address goes, which no undo could bring back."""
+    return old.addresses != new.addresses
+
+
+def _without_routing(spec: L3Spec) -> L3Spec:
+    return dataclasses.replace(spec, routes=frozenset(), rules=frozenset())
+
+
+def _describe(route: Route) -> str:
+    where = route.dst or "default"
+    via = f" via {route.gateway}" if route.gateway else ""
+    table = f" table {route.table}" if route.table != Route("", "").table else ""
+    return f"{where}{via} dev {route.dev}{table}"
 
 
 def missing_networks(nl: Netlink, config: NetConfig) -> frozenset[str]:
-    """Networks of ``config`` whose devices or address are not in the kernel (restore)."""
+    """Networks of ``config`` whose devices or addresses are not in the kernel (restore)."""
     links = nl.links()
     addresses = nl.addresses()
     missing = set()
     for name, net in config.networks.items():
         devices = [d for d in (net.name if net.bridged else "", net.vlan_device) if d]
-        no_address = net.ipv4 is not None and net.ipv4.cidr not in addresses.get(net.iface, [])
-        if any(d not in links for d in devices) or no_address:
+        have = set(addresses.get(net.iface, []))
+        if any(d not in links for d in devices) or not set(net.static_addresses) <= have:
             missing.add(name)
     return frozenset(missing)
 

@@ -69,6 +69,18 @@ class IPv4:
     def cidr(self) -> str:
         return f"{self.address}/{self.prefixlen}"
 
+    @property
+    def subnet(self) -> str:
+        return str(ipaddress.IPv4Interface(self.cidr).network)
+
+
+@dataclass(frozen=True)
+class IPv6:
+    """Static IPv6: addresses (``addr/len``, canonical) and an optional gateway."""
+
+    addresses: tuple[str, ...]
+    gateway: str = ""
+
 
 @dataclass(frozen=True)
 class NetworkAttrs:
@@ -86,6 +98,8 @@ class NetworkAttrs:
     default_route: bool = False
     ipv6autoconf: bool = False
     dhcpv6: bool = False
+    ipv6: IPv6 | None = None
+    blocking_dhcp: bool = False
     custom: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -106,6 +120,16 @@ class NetworkAttrs:
     def iface(self) -> str:
         """The device that holds the network's addresses: the bridge, else southbound."""
         return self.name if self.bridged else self.southbound
+
+    @property
+    def dhcpv4(self) -> bool:
+        return self.bootproto == "dhcp"
+
+    @property
+    def static_addresses(self) -> tuple[str, ...]:
+        """Every static address (IPv4 first) as ``addr/len``."""
+        v4 = (self.ipv4.cidr,) if self.ipv4 is not None else ()
+        return v4 + (self.ipv6.addresses if self.ipv6 is not None else ())
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -130,6 +154,13 @@ class NetworkAttrs:
             out["netmask"] = self.ipv4.netmask
             if self.ipv4.gateway:
                 out["gateway"] = self.ipv4.gateway
+        if self.ipv6 is not None:
+            addrs = self.ipv6.addresses
+            out["ipv6addr"] = addrs[0] if len(addrs) == 1 else list(addrs)
+            if self.ipv6.gateway:
+                out["ipv6gateway"] = self.ipv6.gateway
+        if self.blocking_dhcp:
+            out["blockingdhcp"] = True
         if self.custom:
             out["custom"] = dict(self.custom)
         return out
@@ -215,7 +246,56 @@ def _ipv4(name: str, attrs: Mapping[str, Any]) -> IPv4 | None:
             raise NetworkBadAddr(
                 f"network {name!r}: {address}/{plen} is a network or broadcast address"
             )
+    if gw and plen < 31 and ipaddress.IPv4Address(gw) not in ipaddress.IPv4Network(
+            f"{addr}/{plen}", strict=False):
+        raise NetworkBadAddr(
+            f"network {name!r}: gateway {gw} is outside the subnet of {addr}/{plen}"
+        )
+    if gw and gw == str(addr):
+        raise NetworkBadAddr(f"network {name!r}: gateway {gw} is the network's own address")
     return IPv4(str(addr), plen, gw)
+
+
+def _ipv6_cidr(name: str, value: Any) -> str:
+    if not isinstance(value, str) or "/" not in value:
+        raise NetworkBadAddr(f"network {name!r}: ipv6addr {value!r} is not address/prefix")
+    address, _, plen = value.partition("/")
+    try:
+        iface = ipaddress.IPv6Interface(f"{address}/{int(plen)}")
+    except ValueError as exc:
+        raise NetworkBadAddr(f"network {name!r}: invalid ipv6addr {value!r}: {exc}") from None
+    if not 0 < iface.network.prefixlen <= 128:
+        raise NetworkBadAddr(f"network {name!r}: bad IPv6 prefix in {value!r}")
+    ip = iface.ip
+    if ip.is_multicast or ip.is_unspecified or ip.is_loopback or ip.is_link_local:
+        raise NetworkBadAddr(f"network {name!r}: {ip} cannot be a static host address")
+    return f"{ip}/{iface.network.prefixlen}"
+
+
+def _ipv6(name: str, attrs: Mapping[str, Any]) -> IPv6 | None:
+    raw = attrs.get("ipv6addr") or ""
+    gateway = attrs.get("ipv6gateway") or ""
+    if not raw:
+        if gateway:
+            raise NetworkBadAddr(f"network {name!r}: ipv6gateway without ipv6addr")
+        return None
+    values = raw if isinstance(raw, (list, tuple)) else [raw]
+    cidrs = tuple(dict.fromkeys(_ipv6_cidr(name, v) for v in values))
+    if not gateway:
+        return IPv6(cidrs)
+    try:
+        gw = ipaddress.IPv6Address(str(gateway))
+    except ValueError as exc:
+        raise NetworkBadAddr(f"network {name!r}: invalid ipv6gateway: {exc}") from None
+    if gw.is_multicast or gw.is_unspecified or gw.is_loopback:
+        raise NetworkBadAddr(f"network {name!r}: {gw} cannot be a gateway")
+    subnets = [ipaddress.IPv6Interface(c).network for c in cidrs]
+    if not gw.is_link_local and not any(gw in net for net in subnets):
+        raise NetworkBadAddr(
+            f"network {name!r}: ipv6gateway {gw} is neither link-local nor in the subnet "
+            f"of {', '.join(cidrs)}"
+        )
+    return IPv6(cidrs, str(gw))
 
 
 def canonical_network(name: str, attrs: Mapping[str, Any]) -> NetworkAttrs:
@@ -249,14 +329,25 @@ def canonical_network(name: str, attrs: Mapping[str, Any]) -> NetworkAttrs:
     bootproto = str(attrs.get("bootproto") or "none").lower()
     if bootproto not in ("none", "dhcp"):
         raise NetworkBadParams(f"network {name!r}: bootproto {bootproto!r} is not none or dhcp")
-    if bootproto == "dhcp":
-        raise NetworkBadParams(
-            f"network {name!r}: bootproto dhcp is not supported by this agent yet"
+    if bootproto == "dhcp" and (attrs.get("ipaddr") or attrs.get("netmask")
+                                or attrs.get("prefix") or attrs.get("gateway")):
+        raise NetworkBadAddr(
+            f"network {name!r}: a static IPv4 address or gateway cannot be used with "
+            "bootproto dhcp"
         )
-    if attrs.get("ipv6addr") or attrs.get("ipv6gateway"):
-        raise NetworkBadParams(f"network {name!r}: static IPv6 is not supported yet")
     ipv4 = _ipv4(name, attrs)
+    ipv6 = _ipv6(name, attrs)
     default_route = to_bool(attrs.get("defaultRoute", False), f"network {name!r}: defaultRoute")
+    ipv6autoconf = to_bool(attrs.get("ipv6autoconf", False), f"network {name!r}: ipv6autoconf")
+    dhcpv6 = to_bool(attrs.get("dhcpv6", False), f"network {name!r}: dhcpv6")
+    if ipv6 is not None and (ipv6autoconf or dhcpv6):
+        raise NetworkBadAddr(
+            f"network {name!r}: a static ipv6addr cannot be used with ipv6autoconf or dhcpv6"
+        )
+    if ipv6 is not None and ipv6.gateway and not default_route:
+        raise NetworkBadParams(
+            f"network {name!r}: ipv6gateway is only allowed on the default route network"
+        )
     if str(attrs.get("switch") or "legacy") != "legacy":
         raise NetworkBadParams(f"network {name!r}: only the legacy switch is supported")
     if not bridged and not (nic or bonding):
@@ -269,8 +360,9 @@ def canonical_network(name: str, attrs: Mapping[str, Any]) -> NetworkAttrs:
     return NetworkAttrs(
         name=name, nic=nic, bonding=bonding, vlan=vlan, bridged=bridged, stp=stp, mtu=mtu,
         bootproto=bootproto, ipv4=ipv4, default_route=default_route,
-        ipv6autoconf=to_bool(attrs.get("ipv6autoconf", False), f"network {name!r}: ipv6autoconf"),
-        dhcpv6=to_bool(attrs.get("dhcpv6", False), f"network {name!r}: dhcpv6"),
+        ipv6autoconf=ipv6autoconf, dhcpv6=dhcpv6, ipv6=ipv6,
+        blocking_dhcp=to_bool(attrs.get("blockingdhcp", False),
+                              f"network {name!r}: blockingdhcp"),
         custom=dict(custom),
     )
 

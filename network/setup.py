@@ -16,8 +16,11 @@ from dataclasses import dataclass
 from pyroute2.netlink.exceptions import NetlinkError
 
 from network.configurator import Configurator, Plan, missing_bonds, missing_networks, plan
+from network.dhcp import DhcpClients
+from network.journal import Journal
 from network.model import NetConfig, SetupRequest
 from network.netlink import Netlink
+from network.ops import OpRunner
 from network.persistence import ConfigStore
 from network.transaction import StepFailed, Transaction
 from network.validate import NicFilter, validate
@@ -55,6 +58,8 @@ class NetworkSetup:
         self.netns = netns
         self.store = store
         self.nic_filter = nic_filter
+        self.dhcp = DhcpClients(netns, store.dir / "dhcp")
+        self.journal = Journal(store.dir / "journal.jsonl")
         self._nl: Netlink | None = None
 
     @property
@@ -75,11 +80,13 @@ class NetworkSetup:
         return self._apply(running, desired, plan(running, desired))
 
     def _apply(self, running: NetConfig, desired: NetConfig, the_plan: Plan) -> Applied:
-        tx = Transaction()
+        tx = Transaction(journal=self.journal)
+        self.journal.begin()
         try:
-            Configurator(self.nl, tx).apply(the_plan, desired)
+            Configurator(self.nl, tx, OpRunner(self.nl, self.dhcp)).apply(the_plan, desired)
         except StepFailed as exc:
             failures = tx.rollback()
+            self.journal.clear()
             raise _failure(exc, failures) from exc
         log.info("network change applied in %d steps: networks %s, bonds %s", tx.done,
                  sorted(desired.networks), sorted(desired.bondings))
@@ -87,9 +94,11 @@ class NetworkSetup:
 
     def commit(self, applied: Applied) -> None:
         self.store.save_running(applied.after)
+        self.journal.clear()
 
     def rollback(self, applied: Applied) -> list[str]:
         failures = applied.tx.rollback()
+        self.journal.clear()
         log.warning("network change rolled back%s",
                     f" INCOMPLETELY: {failures}" if failures else "")
         return failures
@@ -102,15 +111,16 @@ class NetworkSetup:
         are rebuilt. Without a persisted configuration, nothing is persisted: everything
         the agent made is removed, as VDSM does.
         """
+        self.recover()
         running = self.store.running()
         safe = self.store.safe()
+        missing = missing_networks(self.nl, safe) | self._dead_dhcp(safe)
         the_plan = plan(
             running, safe,
-            rebuild=missing_networks(self.nl, safe) & frozenset(running.networks),
+            rebuild=missing & frozenset(running.networks),
             rebuild_bonds=missing_bonds(self.nl, safe) & frozenset(running.bondings),
         )
-        if not (the_plan.nets_down or the_plan.nets_up or the_plan.bonds_down
-                or the_plan.bonds_up):
+        if the_plan.empty:
             log.info("network configuration already matches the persisted one")
             self.store.save_running(safe)
             return safe
@@ -118,3 +128,30 @@ class NetworkSetup:
         self.commit(applied)
         log.info("persisted network configuration restored")
         return safe
+
+    def _dead_dhcp(self, config: NetConfig) -> frozenset[str]:
+        """DHCP networks whose client is not running (after a boot, or it died)."""
+        return frozenset(
+            name for name, net in config.networks.items()
+            if (net.dhcpv4 and not self.dhcp.running(net.iface, 4))
+            or (net.dhcpv6 and not self.dhcp.running(net.iface, 6))
+        )
+
+    def recover(self) -> int:
+        """Undo the change a dead agent left half-done (from its journal), newest step
+        first; the kernel is then back at the saved running configuration. Returns how many
+        undos were replayed."""
+        entries = self.journal.pending()
+        if not entries:
+            return 0
+        log.warning("the agent stopped in the middle of a network change: undoing its %d "
+                    "recorded steps", len(entries))
+        runner = OpRunner(self.nl, self.dhcp)
+        for entry in reversed(entries):
+            try:
+                runner.run_wire(entry.op)
+            except Exception as exc:  # noqa: BLE001 - one failed undo must not stop the rest
+                log.info("undo of %s: %s not needed or not possible: %s", entry.item,
+                         entry.what, exc)
+        self.journal.clear()
+        return len(entries)

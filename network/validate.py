@@ -196,11 +196,12 @@ def _check_cross(desired: NetConfig, request: SetupRequest, slave_of: dict[str, 
                     f"network {name!r}: vlan {net.vlan} on {net.base!r} is already used by "
                     f"network {other.name!r}"
                 )
-        if net.ipv4 is not None:
-            owner = addresses.setdefault(net.ipv4.address, name)
+        for cidr in net.static_addresses:
+            address = cidr.partition("/")[0]
+            owner = addresses.setdefault(address, name)
             if owner != name:
                 raise NetworkBadAddr(
-                    f"network {name!r}: address {net.ipv4.address} is also network {owner!r}'s"
+                    f"network {name!r}: address {address} is also network {owner!r}'s"
                 )
         if net.default_route:
             if default_route:

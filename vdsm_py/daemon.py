@@ -159,7 +159,7 @@ class Daemon:
         await hooks.run("before_vdsm_start")
         self._cleanups.append(lambda: hooks.run("after_vdsm_stop"))
         host_api = await self._build_host(dispatcher, executor, hooks)
-        await self._build_network(dispatcher, executor, host_api)
+        await self._build_network(dispatcher, executor, host_api, hooks)
         await self._build_storage(dispatcher, executor)
         await self._build_virt(dispatcher, executor, hooks, host_api)
 
@@ -175,9 +175,9 @@ class Daemon:
         return host_api
 
     async def _build_network(
-        self, dispatcher: Dispatcher, executor: Executor, host_api: HostApi
+        self, dispatcher: Dispatcher, executor: Executor, host_api: HostApi, hooks: HookRunner
     ) -> None:
-        net = NetworkService.build(self.config, executor, self.events)
+        net = NetworkService.build(self.config, executor, self.events, hooks)
         await net.start()  # restores the persisted ("safe") network configuration
         self._cleanups.append(net.stop)
         dispatcher.register("Host", net.api())

@@ -7,35 +7,18 @@ address that already exists, an unreachable gateway), not injected ones.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from network.l3 import SOURCE_RULE_PRIORITY, source_table
 from network.model import parse_request
-from network.persistence import ConfigStore
 from network.setup import NetworkSetup
-from network.validate import NicFilter
-from tests.integration.netns import TestHost, can_use_netns, host_with_nics, kernel_state
+from tests.integration.net_l3 import host_fixture, setup_fixture  # noqa: F401
+from tests.integration.netns import TestHost, can_use_netns, kernel_state
 from vdsm_py.errors import NetworkFailedIfup, NetworkUsedBridge
 
 ok, why = can_use_netns()
 pytestmark = pytest.mark.skipif(not ok, reason=why)
-
-
-@pytest.fixture
-def host() -> Iterator[TestHost]:
-    with host_with_nics() as h:
-        yield h
-
-
-@pytest.fixture
-def setup(host: TestHost, tmp_path: Path) -> Iterator[NetworkSetup]:
-    s = NetworkSetup(host.name, ConfigStore(tmp_path / "state"), NicFilter(["veth_*"]))
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def apply(setup: NetworkSetup, networks=None, bondings=None) -> None:  # type: ignore[no-untyped-def]
@@ -101,15 +84,26 @@ def test_step_failing_part_way_rolls_back_every_change(host, setup):
     assert setup.store.running().networks == {}
 
 
-def test_unreachable_gateway_rolls_back_bridges_and_addresses(host, setup):
+def source_rule_behind_the_agents_back(host: TestHost, address: str, subnet: str) -> None:
+    """The rule a source-routed network needs already exists: the kernel refuses to add it
+    again (EEXIST), a real failure at the very end of a change that validation cannot
+    foresee."""
+    net, _, plen = subnet.partition("/")
+    host.ipr().rule("add", table=source_table(address), src=net, src_len=int(plen),
+                    priority=SOURCE_RULE_PRIORITY)
+
+
+def test_kernel_refusal_at_the_last_step_rolls_back_bridges_addresses_routes(host, setup):
+    source_rule_behind_the_agents_back(host, "192.0.2.10", "192.0.2.0/24")
     before = kernel_state(host.name)
     request = parse_request(
-        {"net1": {"nic": "veth_a"},
+        {"net1": {"nic": "veth_a", "ipaddr": "198.51.100.1", "prefix": 24,
+                  "gateway": "198.51.100.254", "defaultRoute": True},
          "net2": {"nic": "veth_b", "ipaddr": "192.0.2.10", "prefix": 24,
-                  "gateway": "10.9.9.9", "defaultRoute": True}},
+                  "gateway": "192.0.2.1"}},
         {}, {},
     )
-    with pytest.raises(NetworkFailedIfup, match="network net2: add default route"):
+    with pytest.raises(NetworkFailedIfup, match="network net2: add rule 192.0.2.0/24"):
         setup.apply(request)
     assert kernel_state(host.name) == before
 
@@ -118,12 +112,13 @@ def test_failed_change_restores_the_networks_it_had_torn_down(host, setup):
     apply(setup, {"net1": {"nic": "veth_a", "mtu": 9000, "ipaddr": "192.0.2.10",
                            "prefix": 24, "gateway": "192.0.2.1", "defaultRoute": True},
                   "net2": {"nic": "veth_b", "stp": True}})
+    source_rule_behind_the_agents_back(host, "198.51.100.99", "198.51.100.0/24")
     before = kernel_state(host.name)
     request = parse_request(
         {"net1": {"remove": True},  # torn down (bridge deleted) before the failure
-         "net2": {"nic": "veth_b", "mtu": 1400, "stp": True},  # rebuilt, then undone
-         "net3": {"nic": "veth_c", "ipaddr": "192.0.2.99", "prefix": 24,
-                  "gateway": "10.1.1.1", "defaultRoute": True}},  # unreachable: fails
+         "net2": {"nic": "veth_b", "mtu": 1400, "stp": True},  # edited, then undone
+         "net3": {"nic": "veth_c", "ipaddr": "198.51.100.99", "prefix": 24,
+                  "gateway": "198.51.100.1"}},  # its source rule is refused: fails
         {}, {},
     )
     with pytest.raises(NetworkFailedIfup, match="network net3"):
@@ -137,17 +132,37 @@ def test_device_created_behind_the_agents_back_fails_cleanly(host, setup):
     # used bridge (28), with the earlier steps undone.
     before = kernel_state(host.name)
     request = parse_request({"aaa": {"nic": "veth_a"}, "zzz": {"nic": "veth_b"}}, {}, {})
-    real_links = setup.nl.links
+    real_link = setup.nl.link
 
-    def links_then_race():  # type: ignore[no-untyped-def]
-        found = real_links()
-        if "zzz" not in found and "aaa" in found:
+    def link_then_race(name):  # type: ignore[no-untyped-def]
+        found = real_link(name)
+        if real_link("aaa") is not None and real_link("zzz") is None:
             host.ipr().link("add", ifname="zzz", kind="bridge")
         return found
 
-    setup.nl.links = links_then_race  # type: ignore[method-assign]
+    setup.nl.link = link_then_race  # type: ignore[method-assign]
     with pytest.raises(NetworkUsedBridge, match="create bridge zzz"):
         setup.apply(request)
-    setup.nl.links = real_links  # type: ignore[method-assign]
+    setup.nl.link = real_link  # type: ignore[method-assign]
     host.ipr().link("del", index=host.ipr().link_lookup(ifname="zzz")[0])
+    assert kernel_state(host.name) == before
+
+
+def test_failure_after_removing_several_networks_at_once_recreates_them_all(host, setup):
+    # Removals are one batched kernel request; its undo brings back every bridge with its
+    # port, MTU, address and the default route.
+    apply(setup, {"net1": {"nic": "veth_a", "mtu": 9000, "ipaddr": "192.0.2.10", "prefix": 24,
+                           "gateway": "192.0.2.1", "defaultRoute": True},
+                  "net2": {"nic": "veth_b", "stp": True},
+                  "net3": {"nic": "veth_c", "mtu": 2000}})
+    source_rule_behind_the_agents_back(host, "198.51.100.99", "198.51.100.0/24")
+    before = kernel_state(host.name)
+    request = parse_request(
+        {"net1": {"remove": True}, "net2": {"remove": True}, "net3": {"remove": True},
+         "net4": {"nic": "veth_a", "bridged": False, "ipaddr": "198.51.100.99", "prefix": 24,
+                  "gateway": "198.51.100.1"}},
+        {}, {},
+    )
+    with pytest.raises(NetworkFailedIfup, match="network net4: add rule"):
+        setup.apply(request)
     assert kernel_state(host.name) == before

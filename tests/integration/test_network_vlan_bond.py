@@ -19,7 +19,7 @@ from tests.integration import kernel_vm
 
 IN_GUEST = os.environ.get("VDSM_PY_IN_KERNEL_GUEST") == "1"
 ROOT = Path(__file__).resolve().parents[2]
-GUEST_TESTS = 5
+GUEST_TESTS = 6
 
 
 @pytest.mark.slow
@@ -83,6 +83,28 @@ NETS = {
 }
 
 
+def rule_behind_the_agents_back(host, address: str, subnet: str) -> None:  # type: ignore
+    """The source rule a network will need already exists: adding it fails (EEXIST)."""
+    from network.l3 import SOURCE_RULE_PRIORITY, source_table
+
+    host.ipr().rule("add", table=source_table(address), src=subnet, src_len=24,
+                    priority=SOURCE_RULE_PRIORITY)
+
+
+@guest
+def test_guest_moving_a_bridged_network_to_another_vlan_keeps_the_bridge(host, setup):
+    from tests.integration.netns import kernel_state
+
+    apply(setup, {"vmnet": NETS["vmnet"]})
+    index = setup.nl.link("vmnet").index
+    apply(setup, {"vmnet": {**NETS["vmnet"], "vlan": 101, "mtu": 4000}})
+    links = kernel_state(host.name)["links"]
+    assert setup.nl.link("vmnet").index == index  # edited in place, not rebuilt
+    assert "veth_a.100" not in links
+    assert links["veth_a.101"][:6] == ("vlan", 4000, "vmnet", True, 101, "veth_a")
+    assert links["vmnet"][1] == 4000 and links["veth_a"][1] == 4000
+
+
 @guest
 def test_guest_vlan_and_bond_networks_are_built_as_requested(host, setup):
     from tests.integration.netns import kernel_state
@@ -120,12 +142,13 @@ def test_guest_failure_after_creating_vlans_and_bond_rolls_all_back(host, setup)
     from tests.integration.netns import kernel_state
     from vdsm_py.errors import NetworkFailedIfup
 
+    rule_behind_the_agents_back(host, "192.0.2.77", "192.0.2.0")
     before = kernel_state(host.name)
     bad = dict(NETS)
+    # The last step, the source rule of zlast's gateway, is refused by the kernel (EEXIST).
     bad["zlast"] = {"nic": "veth_a", "vlan": 400, "ipaddr": "192.0.2.77", "prefix": 24,
-                    "gateway": "10.20.30.40"}
-    bad["mgmt"] = {**NETS["mgmt"], "gateway": "10.20.30.40"}  # unreachable: route add fails
-    with pytest.raises(NetworkFailedIfup, match="network mgmt"):
+                    "gateway": "192.0.2.1"}
+    with pytest.raises(NetworkFailedIfup, match="network zlast: add rule"):
         setup.apply(parse_request(bad, BOND, {}))
     assert kernel_state(host.name) == before
 
@@ -137,12 +160,13 @@ def test_guest_failed_bond_change_recreates_the_old_bond_and_its_vlan(host, setu
     from vdsm_py.errors import NetworkFailedIfup
 
     apply(setup, {"mgmt": NETS["mgmt"]}, BOND)
+    rule_behind_the_agents_back(host, "192.0.2.5", "192.0.2.0")
     before = kernel_state(host.name)
     # Changing the bond's options rebuilds it (and the VLAN network on it); a later step
     # fails, so the old bond, its slaves, its VLAN, bridge, address and route come back.
     request = parse_request(
         {"zfail": {"nic": "veth_a", "ipaddr": "192.0.2.5", "prefix": 24,
-                   "gateway": "10.9.9.9", "defaultRoute": True},
+                   "gateway": "192.0.2.1"},
          "mgmt": {**NETS["mgmt"], "defaultRoute": False}},
         {"bond0": {"nics": ["veth_b", "veth_c"], "options": "mode=4 miimon=200"}}, {},
     )

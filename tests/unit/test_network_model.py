@@ -121,3 +121,92 @@ def test_connectivity_matches_same_connection_or_same_peer_host():
     assert req.matches(Ctx("conn-9", "[2001:db8::1]:5555"))
     assert not req.matches(Ctx("conn-9", "192.0.2.1:4000"))
     assert peer_host("192.0.2.1:80") == "192.0.2.1"
+
+
+# -- addressing: DHCP, IPv6, source routing, in-place edits, the journal --------------------
+
+@pytest.mark.parametrize(("attrs", "code"), [
+    ({"nic": "eth0", "bootproto": "dhcp", "ipaddr": "10.0.0.5", "prefix": 24}, 22),
+    ({"nic": "eth0", "bootproto": "dhcp", "gateway": "10.0.0.1"}, 22),
+    ({"nic": "eth0", "bootproto": "bootp"}, 21),
+    ({"nic": "eth0", "ipv6addr": "2001:db8::1"}, 22),
+    ({"nic": "eth0", "ipv6addr": "2001:db8::1/129"}, 22),
+    ({"nic": "eth0", "ipv6addr": "2001:db8::g/64"}, 22),
+    ({"nic": "eth0", "ipv6addr": "fe80::1/64"}, 22),
+    ({"nic": "eth0", "ipv6addr": "2001:db8::1/64", "dhcpv6": True}, 22),
+    ({"nic": "eth0", "ipv6gateway": "2001:db8::1"}, 22),
+    ({"nic": "eth0", "ipv6addr": "2001:db8::1/64", "ipv6gateway": "2001:db9::1",
+      "defaultRoute": True}, 22),
+    ({"nic": "eth0", "ipv6addr": "2001:db8::1/64", "ipv6gateway": "fe80::1"}, 21),
+    ({"nic": "eth0", "ipaddr": "10.0.0.5", "prefix": 24, "gateway": "10.0.1.1"}, 22),
+    ({"nic": "eth0", "ipaddr": "10.0.0.5", "prefix": 24, "gateway": "10.0.0.5"}, 22),
+])
+def test_bad_addressing_is_refused_naming_the_network(attrs, code):
+    with pytest.raises(VdsmError) as err:
+        canonical_network("net1", attrs)
+    assert err.value.code == code and "net1" in err.value.message
+
+
+def test_dhcp_and_ipv6_round_trip_through_the_wire_shape():
+    net = canonical_network("n", {"nic": "eth0", "bootproto": "DHCP", "blockingdhcp": "true",
+                                  "ipv6addr": "2001:DB8::0001/64", "ipv6gateway": "fe80::1",
+                                  "defaultRoute": True})
+    assert net.dhcpv4 and net.blocking_dhcp
+    assert net.ipv6 is not None and net.ipv6.addresses == ("2001:db8::1/64",)
+    assert canonical_network("n", net.to_wire()) == net
+
+
+def test_source_routing_only_for_a_static_gateway_off_the_default_route():
+    from network.l3 import l3_spec, source_table
+
+    off = canonical_network("s", {"nic": "eth1", "bridged": False, "ipaddr": "10.1.0.5",
+                                  "prefix": 16, "gateway": "10.1.0.1"})
+    spec = l3_spec(off)
+    table = source_table("10.1.0.5")
+    assert {(r.table, r.dst, r.gateway) for r in spec.routes} == {
+        (table, "", "10.1.0.1"), (table, "10.1.0.0/16", "")}
+    assert {(r.src, r.dst, r.iif) for r in spec.rules} == {
+        ("10.1.0.0/16", "", ""), ("", "10.1.0.0/16", "eth1")}
+    default = l3_spec(canonical_network("s", {**off.to_wire(), "defaultRoute": True}))
+    assert not default.rules and {(r.table, r.gateway) for r in default.routes} == {
+        (254, "10.1.0.1")}
+
+
+def test_plan_edits_in_place_unless_the_devices_change_kind():
+    running = NetConfig.from_wire({"networks": {
+        "mtu": {"nic": "eth0"}, "move": {"nic": "eth1"}, "kind": {"nic": "eth2"},
+        "raw": {"nic": "eth3", "bridged": False}}, "bondings": {}})
+    desired = running.merged(parse_request({
+        "mtu": {"nic": "eth0", "mtu": 9000}, "move": {"nic": "eth4"},
+        "kind": {"nic": "eth2", "bridged": False}, "raw": {"nic": "eth5", "bridged": False},
+    }, {}, {}))
+    p = plan(running, desired)
+    assert [old.name for old, _new in p.nets_edit] == ["move", "mtu"]
+    assert [n.name for n in p.nets_down] == ["kind", "raw"]
+    assert [n.name for n in p.nets_up] == ["kind", "raw"]
+
+
+def test_journal_keeps_undos_in_order_and_survives_a_torn_last_line(tmp_path):
+    from network.journal import Journal
+
+    journal = Journal(tmp_path / "journal.jsonl")
+    tx = Transaction(journal=journal)
+    journal.begin()
+
+    class Undo:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def __call__(self) -> None:
+            pass
+
+        def to_wire(self) -> dict:
+            return {"op": "x", "args": [self.n]}
+
+    tx.step("a", "one", lambda: None, Undo(1))
+    tx.step("a", "two", lambda: None, Undo(2))
+    with open(journal.path, "a") as f:
+        f.write('{"item": "a", "what": "thr')  # the process died mid-write
+    assert [e.op["args"] for e in journal.pending()] == [[1], [2]]
+    journal.clear()
+    assert journal.pending() == []
