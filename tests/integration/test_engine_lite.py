@@ -10,21 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import signal
 import ssl
-import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-
-from tests.integration.daemon_proc import REPO, DaemonProcess, start_daemon
-
-sys.path.insert(0, str(REPO / "contrib" / "engine-lite"))
-
-from engine_lite.config import EngineConfig
 from engine_lite.engine import Engine
 from engine_lite.errors import (
     AlreadyExists,
@@ -33,97 +24,37 @@ from engine_lite.errors import (
     NoHostAvailable,
     NotFound,
 )
-from engine_lite.hostside import LocalHostAgent
 from engine_lite.models import HostStatus
 from engine_lite.pki import serial_text
 
-from vdsm_py.client import Client, RpcError
+from tests.integration.engine_lite_support import (
+    REPO,
+    RUNNING,
+    UP,
+    WAIT,
+    DevHost,
+    dev_hosts,
+    enroll,
+    fast_config,
+    running_engine,
+    vm_verbs_available,
+)
+from vdsm_py.client import Client
 from vdsm_py.pki.issue import dev_ca_paths, issue_cert, load_ca
 from vdsm_py.pki.layout import PkiPaths
 from vdsm_py.transport.tls import client_context
 
-UP = HostStatus.UP
-# The host reports a new VM "Powering up" until its guest is seen (or a timeout): running.
-RUNNING = ("Powering up", "Up")
-WAIT = 60.0  # generous liveness bound
-
-
-def fast_config(state: Path, **overrides: object) -> EngineConfig:
-    settings: dict[str, object] = {
-        "vm_stats_interval": 0.5, "host_stats_interval": 1.0, "heartbeat_ms": 1000,
-        "call_timeout": 5.0, "connect_timeout": 5.0, "nonresponsive_after": 3.0,
-        "backoff_initial": 0.2, "backoff_max": 1.0, "enroll_timeout": WAIT,
-    }
-    settings.update(overrides)
-    return EngineConfig.load(state, **settings)  # type: ignore[arg-type]
-
-
-@dataclass
-class DevHost:
-    """A dev host the test can kill and restart; the current process is always tracked."""
-
-    root: Path
-    port: int
-    proc: DaemonProcess
-
-    async def restart(self) -> None:
-        await asyncio.to_thread(self.proc.close)
-        await self.start()
-
-    async def start(self) -> None:
-        self.proc = await asyncio.to_thread(start_daemon, self.root, port=self.port)
-
-    async def reload(self) -> None:
-        """Apply new certificates as vdsmd does: SIGHUP, no restart."""
-        self.proc.proc.send_signal(signal.SIGHUP)
-
-    def kill(self) -> None:
-        self.proc.stop(signal.SIGKILL)
-
-    @property
-    def pki(self) -> PkiPaths:
-        return PkiPaths(self.root / "pki")
-
-    def agent(self) -> LocalHostAgent:
-        return LocalHostAgent.for_pki_dir(self.pki.root, "127.0.0.1",
-                                          env={"PYTHONPATH": str(REPO)})
-
 
 @pytest.fixture
 async def hosts(tmp_path: Path) -> AsyncIterator[list[DevHost]]:
-    started: list[DevHost] = []
-    try:
-        for name in ("host1", "host2"):
-            proc = await asyncio.to_thread(start_daemon, tmp_path / name)
-            started.append(DevHost(tmp_path / name, proc.port, proc))
+    async with dev_hosts(tmp_path, 2) as started:
         yield started
-    finally:
-        for host in started:
-            host.proc.close()
 
 
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
-    eng = Engine(fast_config(tmp_path / "engine"), agent_env={"PYTHONPATH": str(REPO)})
-    await eng.start()
-    try:
+    async with running_engine(tmp_path / "engine") as eng:
         yield eng
-    finally:
-        await eng.close()
-
-
-async def enroll(engine: Engine, name: str, host: DevHost) -> None:
-    await engine.add_host(name, "127.0.0.1", host.port, host.agent(), apply=host.reload)
-
-
-async def vm_verbs_available(engine: Engine, host_name: str) -> bool:
-    try:
-        await engine.ctx.monitors[engine.host(host_name).id].call("Host.getVMList")
-    except RpcError as exc:
-        if exc.code == -32601:
-            return False
-        raise
-    return True
 
 
 async def test_enrolled_hosts_come_up_and_trust_only_the_engine(

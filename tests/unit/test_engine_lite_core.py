@@ -22,6 +22,7 @@ from engine_lite.scheduler import Candidate, Limits, choose_host
 from engine_lite.states import Trigger, next_status
 
 S = HostStatus
+SD1, SD2 = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
 
 
 def host(name: str, mem: int = 4096, status: S = S.UP, **kw: object) -> Host:
@@ -55,7 +56,8 @@ def test_failed_migration_leaves_the_previous_version(tmp_path: Path,
     with pytest.raises(sqlite3.OperationalError):
         db.open_db(tmp_path / "e.db")
     conn = sqlite3.connect(tmp_path / "e.db")
-    assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == 2
+    assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == \
+        len(db.MIGRATIONS) - 1
     assert not conn.execute("SELECT name FROM sqlite_master WHERE name = 'x'").fetchall()
 
 
@@ -71,10 +73,14 @@ def test_repository_round_trips_and_refuses_duplicates(tmp_path: Path) -> None:
     with pytest.raises(AlreadyExists, match="127.0.0.1:54321 is already registered"):
         repo.add_host(Host("id3", "h3", cluster.id, "127.0.0.1", 54321))
     h.status, h.maintenance = S.NON_RESPONSIVE, True
+    h.fence_agent = ["/usr/sbin/fence_x", "--ip", "10.0.0.9"]
+    h.storage_domains = [SD1]
     repo.save_host(h)
     assert repo.find_host("h1") == h
-    vm = Vm("v1", "vm1", cluster.id, 512, nics=[{"network": "n"}], host_id="id1")
+    vm = Vm("v1", "vm1", cluster.id, 512, nics=[{"network": "n"}], host_id="id1",
+            disks=[{"domainID": SD1, "imageID": SD2, "volumeID": SD2, "format": "cow"}])
     repo.add_vm(vm)
+    assert repo.find_vm("v1") == vm
     with pytest.raises(AlreadyExists, match="VM named 'vm1'"):
         repo.add_vm(Vm("v2", "vm1", cluster.id, 1))
     repo.remove_host("id1")  # its VMs lose their host, they are not deleted
@@ -131,12 +137,14 @@ def test_even_distribution_prefers_fewest_vms_and_power_saving_packs() -> None:
 
 
 def test_scheduler_names_why_each_host_was_refused() -> None:
-    vm = Vm("v", "big", "c", 2000, nics=[{"network": "storage"}])
+    vm = Vm("v", "big", "c", 2000, nics=[{"network": "storage"}],
+            disks=[{"domainID": SD1}, {"domainID": SD2}])
     candidates = [
         Candidate(host("down", status=S.NON_RESPONSIVE), 0, 0),
         Candidate(host("maint", maintenance=True), 0, 0),
         Candidate(host("nonet", networks=[]), 0, 0),
-        Candidate(host("full", networks=["storage"]), 3000, 3),
+        Candidate(host("nosd", networks=["storage"], storage_domains=[SD1]), 0, 0),
+        Candidate(host("full", networks=["storage"], storage_domains=[SD2, SD1]), 3000, 3),
     ]
     with pytest.raises(NoHostAvailable) as err:
         choose_host(vm, candidates, "even_distribution", Limits(100, 256))
@@ -144,6 +152,7 @@ def test_scheduler_names_why_each_host_was_refused() -> None:
         "down": "status is NonResponsive",
         "maint": "in maintenance",
         "nonet": "lacks network(s) storage",
+        "nosd": f"does not see storage domain(s) {SD2}",
         "full": "not enough memory: VM needs 2000 MiB, 840 MiB schedulable (4096 MiB x 100% "
                 "- 256 reserved - 3000 committed)",
     }
@@ -195,10 +204,17 @@ def test_cli_builds_requests() -> None:
          "--custom", "k=v", "--ha"])
     assert cli.request_of(args) == ("vm.create", {
         "name": "web", "memory": 512, "vcpus": 1,
-        "nics": [{"network": "ovirtmgmt", "mac": "52:54:00:00:00:01"}],
+        "nics": [{"network": "ovirtmgmt", "mac": "52:54:00:00:00:01"}], "disks": [],
         "custom": {"k": "v"}, "ha": True})
     args = cli.build_parser().parse_args(["host", "maintenance", "h1"])
     assert cli.request_of(args) == ("host.maintenance", {"ref": "h1"})
+    # The fence agent is an argv list, passed through as words, never joined into a shell line.
+    args = cli.build_parser().parse_args(
+        ["host", "fence-agent", "h1", "--", "/usr/sbin/fence_x", "--ip", "a b; reboot"])
+    assert cli.request_of(args) == ("host.fence_agent", {
+        "ref": "h1", "argv": ["/usr/sbin/fence_x", "--ip", "a b; reboot"]})
+    args = cli.build_parser().parse_args(["host", "fence-agent", "h1"])
+    assert cli.request_of(args) == ("host.fence_agent", {"ref": "h1", "argv": []})
 
 
 def test_cli_without_a_running_engine_says_so(tmp_path: Path,

@@ -1,7 +1,8 @@
 """``engine-lite``: the admin's command line.
 
 ``engine-lite serve`` runs the engine (monitors, scheduling) with its control socket; every
-other command is one request to it: ``host add/list/show/remove/maintenance/activate/renew``,
+other command is one request to it: ``host add/list/show/remove/maintenance/activate/renew/
+fence-agent``,
 ``vm create/start/stop/list/show/remove/ticket``, ``events``. ``--json`` prints the answer as
 JSON; otherwise a readable table. Exit codes: 0 done, 1 the engine refused (the message says
 why), 2 bad usage, 3 no engine running. The state directory comes from ``--state``,
@@ -63,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
                          ("activate", "end maintenance"), ("renew", "renew its certificate")):
         host.add_parser(action, help=text).add_argument("host")
 
+    f = host.add_parser("fence-agent", help="set the fence agent (argv; none: clear it)")
+    f.add_argument("host")
+    f.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARG...]",
+                   help="absolute path of the agent and its arguments (no shell)")
+
     vm = top.add_parser("vm", help="define and run VMs").add_subparsers(
         dest="action", required=True, metavar="ACTION")
     c = vm.add_parser("create", help="define a VM")
@@ -70,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--memory", type=int, required=True, help="MiB")
     c.add_argument("--vcpus", type=int, default=1)
     c.add_argument("--nic", action="append", default=[], metavar="NETWORK[,mac=MAC]")
+    c.add_argument("--disk", action="append", default=[],
+                   metavar="DOMAIN:IMAGE:VOLUME[,format=cow][,iface=virtio][,pool=UUID]"
+                   "[,boot=N]", help="a volume on a storage domain (UUIDs)")
     c.add_argument("--custom", action="append", default=[], metavar="KEY=VALUE")
     c.add_argument("--ha", action="store_true", help="highly available: restart if it dies")
     vm.add_parser("list", help="list VMs")
@@ -98,10 +107,14 @@ def request_of(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
                 "command": args.restart_cmd, **({"wait": False} if args.no_wait else {})}
         if args.action == "list":
             return "host.list", {}
+        if args.action == "fence-agent":
+            argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+            return "host.fence_agent", {"ref": args.host, "argv": argv}
         return f"host.{args.action}", {"ref": args.host}
     if args.action == "create":
         return "vm.create", {"name": args.name, "memory": args.memory, "vcpus": args.vcpus,
                              "nics": [_nic(n) for n in args.nic],
+                             "disks": [_disk(d) for d in args.disk],
                              "custom": dict(_pair(c) for c in args.custom), "ha": args.ha}
     if args.action == "list":
         return "vm.list", {}
@@ -115,6 +128,21 @@ def _nic(text: str) -> dict[str, str]:
     nic = {"network": network}
     nic.update(_pair(o) for o in opts)
     return nic
+
+
+def _disk(text: str) -> dict[str, Any]:
+    ids, *opts = text.split(",")
+    parts = ids.split(":")
+    if len(parts) != 3:
+        raise SystemExit(f"engine-lite: expected DOMAIN:IMAGE:VOLUME, not {ids!r}")
+    disk: dict[str, Any] = dict(zip(("domainID", "imageID", "volumeID"), parts, strict=True))
+    names = {"format": "format", "iface": "iface", "pool": "poolID", "boot": "bootOrder"}
+    for key, value in (_pair(o) for o in opts):
+        if key not in names:
+            raise SystemExit(f"engine-lite: unknown disk option {key!r} "
+                             f"(use {', '.join(names)})")
+        disk[names[key]] = int(value) if key == "boot" and value.isdigit() else value
+    return disk
 
 
 def _pair(text: str) -> tuple[str, str]:

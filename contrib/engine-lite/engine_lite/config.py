@@ -37,6 +37,10 @@ class EngineConfig:
     host_cert_days: int = _doc(365, "validity of the host certificates the engine signs")
     renew_before_days: float = _doc(30.0, "renew a host certificate this long before expiry")
     renew_check_interval: float = _doc(3600.0, "seconds between certificate expiry checks")
+    fence_timeout: float = _doc(60.0, "seconds a host's fence agent may run before it failed")
+    fence_retry_interval: float = _doc(
+        60.0, "seconds between fencing attempts while a NonResponsive host holds highly "
+        "available VMs that could not be restarted elsewhere yet")
     ticket_ttl: int = _doc(120, "default validity of console tickets, seconds (oVirt: 120)")
     scheduling_policy: str = _doc("even_distribution", "even_distribution | power_saving")
     mem_overcommit_pct: int = _doc(100, "schedulable memory as a percentage of host memory")
@@ -78,7 +82,7 @@ class EngineConfig:
 
 
 def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
-    kind = type(f.default)
+    kind: Any = type(f.default)
     try:
         if kind is tuple:
             return tuple(raw.split())

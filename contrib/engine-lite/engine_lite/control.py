@@ -67,7 +67,7 @@ async def _vm_create(engine: Engine, a: dict[str, Any]) -> Any:
     vm = await engine.vms.create(
         _arg(a, "name"), _arg(a, "memory", int), _arg(a, "vcpus", int, 1),
         nics=_arg(a, "nics", list, []), custom=_arg(a, "custom", dict, {}),
-        ha=_arg(a, "ha", bool, False))
+        ha=_arg(a, "ha", bool, False), disks=_arg(a, "disks", list, []))
     return _vm_view(engine, vm.id)
 
 
@@ -106,6 +106,10 @@ async def _host_renew(engine: Engine, a: dict[str, Any]) -> Any:
     return (await engine.renew_host_cert(_arg(a, "ref"))).view()
 
 
+async def _fence_agent(engine: Engine, a: dict[str, Any]) -> Any:
+    return (await engine.set_fence_agent(_arg(a, "ref"), _arg(a, "argv", list))).view()
+
+
 async def _events(engine: Engine, a: dict[str, Any]) -> Any:
     limit = _arg(a, "limit", int, 50)
     return [e.view() for e in await engine.events(limit, _arg(a, "after", int, 0))]
@@ -123,6 +127,7 @@ OPS: dict[str, Op] = {
     "host.maintenance": lambda e, a: _maintenance(e, a, True),
     "host.activate": lambda e, a: _maintenance(e, a, False),
     "host.renew": _host_renew,
+    "host.fence_agent": lambda e, a: _fence_agent(e, a),
     "vm.create": _vm_create,
     "vm.list": lambda e, a: _ready([_vm_view(e, v.id) for v in
                                     sorted(e.ctx.vms.values(), key=lambda v: v.name)]),

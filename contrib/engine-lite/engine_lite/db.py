@@ -75,6 +75,15 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE hosts ADD COLUMN networks TEXT NOT NULL DEFAULT '[]';
     CREATE INDEX events_time ON events (time);
     """,
+    # 3: the fence agent of each host (a JSON argv list), for fencing before HA restarts.
+    """
+    ALTER TABLE hosts ADD COLUMN fence_agent TEXT NOT NULL DEFAULT '[]';
+    """,
+    # 4: VM disks on storage domains (JSON list of drives), and the domains each host sees.
+    """
+    ALTER TABLE vms ADD COLUMN disks TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE hosts ADD COLUMN storage_domains TEXT NOT NULL DEFAULT '[]';
+    """,
 )
 
 

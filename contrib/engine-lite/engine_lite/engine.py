@@ -3,7 +3,8 @@ removal, certificate renewal), the sink of every host monitor, and the event log
 
 Start: open the database, ensure the CA, load hosts and VMs, start one monitor per host
 (the engine's view converges by re-reading every host), renew certificates periodically.
-VM operations live in :class:`engine_lite.vms.VmManager` (``engine.vms``). Must not speak
+VM operations live in :class:`engine_lite.vms.VmManager` (``engine.vms``), fencing of
+NonResponsive hosts in :class:`engine_lite.fencing.Fencer` (``engine.fencer``). Must not speak
 STOMP or SQL itself: monitors and the repository do.
 """
 
@@ -27,6 +28,7 @@ from engine_lite.errors import (
     InvalidInput,
     InvalidState,
 )
+from engine_lite.fencing import Fencer, check_agent
 from engine_lite.hostside import LocalHostAgent
 from engine_lite.models import VM_DOWN, Event, Host, HostStatus
 from engine_lite.monitor import HostMonitor
@@ -34,7 +36,8 @@ from engine_lite.pki import EngineCa, needs_renewal
 from engine_lite.repo import Repository, SqliteRepository
 from engine_lite.states import Trigger, next_status
 from engine_lite.store import Store
-from engine_lite.vms import VmManager, check_name
+from engine_lite.vmdef import check_name
+from engine_lite.vms import VmManager
 
 log = logging.getLogger("engine_lite")
 
@@ -65,6 +68,7 @@ class Engine:
         self._ssl = self.ca.client_context()
         cluster = await store.run(repo.default_cluster)
         self.vms = VmManager(self.ctx, cluster.id)
+        self.fencer = Fencer(self.ctx, self.vms, self._ssl, _serials)
         self.cluster_id = cluster.id
         for host in await store.run(repo.list_hosts):
             self.ctx.hosts[host.id] = host
@@ -82,6 +86,7 @@ class Engine:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
+        await self.fencer.close()
         await self.vms.close()
         await asyncio.gather(*(m.stop() for m in self.ctx.monitors.values()))
         self.ctx.monitors.clear()
@@ -190,6 +195,18 @@ class Engine:
         return sorted(vm.name for vm in self.ctx.vms.values()
                       if vm.host_id == host.id and vm.status != VM_DOWN)
 
+    async def set_fence_agent(self, ref: str, argv: list[str]) -> Host:
+        """Set the argv of the host's fence agent (``[]``: none); see :mod:`fencing`."""
+        host = self.ctx.host(ref)
+        host.fence_agent = check_agent(argv)
+        await self.ctx.save_host(host)
+        text = " ".join(argv) if argv else "none"
+        await self.ctx.record("info", "host_fence_agent", f"host {host.name} fence agent: "
+                              f"{text}", host_id=host.id)
+        if host.status == HostStatus.NON_RESPONSIVE:
+            self.fencer.host_unresponsive(host.id)
+        return host
+
     async def wait_host_status(self, ref: str, status: HostStatus, timeout: float) -> Host:
         host = self.ctx.host(ref)
         await self.ctx.wait_until(lambda: host.effective_status == status, timeout)
@@ -233,12 +250,9 @@ class Engine:
     # -- monitoring ---------------------------------------------------------------------
 
     def _start_monitor(self, host: Host) -> None:
-        def serials() -> set[str]:
-            return {s for s in (host.cert_serial, host.prev_cert_serial) if s}
-
         monitor = HostMonitor(host.id, host.name, host.address, host.port,
-                              ssl_context=self._ssl, expected_serials=serials, sink=self,
-                              settings=self.config)
+                              ssl_context=self._ssl, expected_serials=lambda: _serials(host),
+                              sink=self, settings=self.config)
         self.ctx.monitors[host.id] = monitor
         monitor.start()
 
@@ -280,9 +294,13 @@ class Engine:
         await self._transition(host_id, Trigger.LOST, reason)
 
     async def host_grace_expired(self, host_id: str) -> None:
-        if await self._transition(host_id, Trigger.GRACE_EXPIRED,
-                                  self.ctx.hosts[host_id].status_reason):
+        host = self.ctx.hosts.get(host_id)
+        if host is None:
+            return
+        if await self._transition(host_id, Trigger.GRACE_EXPIRED, host.status_reason):
             await self.vms.host_unresponsive(host_id)
+        if host.status == HostStatus.NON_RESPONSIVE:  # also when it was so before a restart
+            self.fencer.host_unresponsive(host_id)
 
     async def host_stats(self, host_id: str, stats: dict[str, Any]) -> None:
         host = self.ctx.hosts.get(host_id)
@@ -290,15 +308,28 @@ class Engine:
             host.stats, host.last_seen = stats, time.time()
             await self.ctx.save_host(host)
 
-    async def vm_stats(self, host_id: str, stats: list[dict[str, Any]]) -> None:
+    async def host_storage(self, host_id: str, domains: list[str]) -> None:
+        host = self.ctx.hosts.get(host_id)
+        if host is not None and host.storage_domains != domains:
+            host.storage_domains = domains
+            await self.ctx.save_host(host)
+
+    async def vm_stats(self, host_id: str, stats: list[dict[str, Any]],
+                       sent_at: float) -> None:
         if host_id in self.ctx.hosts:
-            await self.vms.host_report(host_id, stats)
+            await self.vms.host_report(host_id, stats, sent_at)
 
     async def vm_event(self, host_id: str, vm_id: str, status: dict[str, Any]) -> None:
         if host_id in self.ctx.hosts:
-            await self.vms.vm_update(host_id, vm_id, status)
+            await self.vms.vm_event(host_id, vm_id, status)
 
     # -- events -------------------------------------------------------------------------
 
     async def events(self, limit: int = 100, after_id: int = 0) -> list[Event]:
         return await self.ctx.store.run(self.ctx.store.repo.list_events, limit, after_id)
+
+
+def _serials(host: Host) -> set[str]:
+    """The certificate serials the host may present: the issued one, and the previous one
+    until the host reloaded after a renewal."""
+    return {s for s in (host.cert_serial, host.prev_cert_serial) if s}

@@ -59,6 +59,8 @@ class Host:
     networks: list[str] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)  # last Host.getStats
     last_seen: float = 0.0  # wall clock of the last good answer
+    fence_agent: list[str] = field(default_factory=list)  # argv; empty: none configured
+    storage_domains: list[str] = field(default_factory=list)  # seen active and valid
 
     @property
     def effective_status(self) -> HostStatus:
@@ -85,6 +87,7 @@ class Vm:
     mem_mib: int
     vcpus: int = 1
     nics: list[dict[str, Any]] = field(default_factory=list)  # {"network": ..., "mac": ...}
+    disks: list[dict[str, Any]] = field(default_factory=list)  # {"domainID", "imageID", ...}
     custom: dict[str, str] = field(default_factory=dict)
     ha: bool = False
     desired: Desired = Desired.DOWN

@@ -25,6 +25,8 @@ from vdsm_py.client import Client, RpcError
 log = logging.getLogger("engine_lite.monitor")
 
 METHOD_NOT_FOUND = -32601
+# Polled verbs a host may lack (a host without VM or storage verbs): polling just stops.
+OPTIONAL_POLLS = {"Host.getAllVmStats": "VM", "Host.getStorageRepoStats": "storage"}
 VM_STATUS_PREFIX = "|virt|VM_status|"
 
 
@@ -38,7 +40,9 @@ class MonitorSink(Protocol):
     async def host_lost(self, host_id: str, reason: str) -> None: ...
     async def host_grace_expired(self, host_id: str) -> None: ...
     async def host_stats(self, host_id: str, stats: dict[str, Any]) -> None: ...
-    async def vm_stats(self, host_id: str, stats: list[dict[str, Any]]) -> None: ...
+    async def host_storage(self, host_id: str, domains: list[str]) -> None: ...
+    async def vm_stats(self, host_id: str, stats: list[dict[str, Any]],
+                       sent_at: float) -> None: ...
     async def vm_event(self, host_id: str, vm_id: str, status: dict[str, Any]) -> None: ...
 
 
@@ -66,7 +70,7 @@ class HostMonitor:
         self.client: Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._grace: asyncio.TimerHandle | None = None
-        self._vm_stats_supported = True
+        self._grace_task: asyncio.Future[None] | None = None  # the sink handling expiry
         self._initialized = False  # the current session reached Up (resets the backoff)
         self.connected = asyncio.Event()
 
@@ -75,10 +79,11 @@ class HostMonitor:
 
     async def stop(self) -> None:
         self._disarm()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._grace_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.client is not None:
             await self.client.close(timeout=1.0)
             self.client = None
@@ -117,10 +122,10 @@ class HostMonitor:
 
     async def _session(self) -> None:
         hb = int(self._cfg.heartbeat_ms)
-        client = await Client.connect(self.address, self.port, ssl_context=self._ssl,
-                                      timeout=self._cfg.connect_timeout, heartbeat=(hb, hb))
+        client = await open_session(self.address, self.port, ssl_context=self._ssl,
+                                    expected=self._expected(),
+                                    timeout=self._cfg.connect_timeout, heartbeat=(hb, hb))
         self.client = client
-        self._check_identity(client)
         events = await client.subscribe_events(confirm=True, timeout=self._cfg.call_timeout)
         self._disarm()
         self.connected.set()
@@ -133,6 +138,8 @@ class HostMonitor:
         workers = [
             self._poll("Host.getStats", self._cfg.host_stats_interval, self._on_host_stats),
             self._poll("Host.getAllVmStats", self._cfg.vm_stats_interval, self._on_vm_stats),
+            self._poll("Host.getStorageRepoStats", self._cfg.host_stats_interval,
+                       self._on_repo_stats),
             self._events(events),
         ]
         tasks = [asyncio.create_task(w) for w in workers]
@@ -145,44 +152,45 @@ class HostMonitor:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _check_identity(self, client: Client) -> None:
-        """The host must present the very certificate the engine issued it."""
-        transport = getattr(client, "_transport", None)  # TODO(client): public accessor
-        ssl_object = transport.get_extra_info("ssl_object") if transport else None
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
-        if not der:
-            raise BadAnswer("the host presented no certificate")
-        serial = serial_of(der)
-        expected = self._expected()
-        if expected and serial not in expected:
-            raise BadAnswer(f"the host presented certificate serial {serial}, not the one the "
-                            "engine issued to it; refusing it")
-
     async def _poll(self, method: str, interval: float,
-                    handle: Callable[[Any], Awaitable[None]]) -> None:
+                    handle: Callable[[Any, float], Awaitable[None]]) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            sent_at = loop.time()  # a report says nothing about changes seen after this
             try:
                 result = await self.call(method)
             except RpcError as exc:
-                if exc.code == METHOD_NOT_FOUND and method == "Host.getAllVmStats":
-                    if self._vm_stats_supported:
-                        log.info("host %s has no VM verbs; not polling VM stats", self.name)
-                    self._vm_stats_supported = False
+                if exc.code == METHOD_NOT_FOUND and method in OPTIONAL_POLLS:
+                    log.info("host %s has no %s verbs; not polling %s", self.name,
+                             OPTIONAL_POLLS[method], method)
+                    await handle(None, sent_at)
                     return
                 raise
-            await handle(result)
+            await handle(result, sent_at)
             await asyncio.sleep(interval)
 
-    async def _on_host_stats(self, result: Any) -> None:
+    async def _on_host_stats(self, result: Any, sent_at: float) -> None:
         if not isinstance(result, dict):
             raise BadAnswer(f"Host.getStats returned {type(result).__name__}, not an object")
         await self._sink.host_stats(self.host_id, result)
 
-    async def _on_vm_stats(self, result: Any) -> None:
+    async def _on_vm_stats(self, result: Any, sent_at: float) -> None:
+        if result is None:  # the host has no VM verbs
+            return
         if not isinstance(result, list) or \
                 not all(isinstance(v, dict) and isinstance(v.get("vmId"), str) for v in result):
             raise BadAnswer("Host.getAllVmStats did not return a list of VM stats")
-        await self._sink.vm_stats(self.host_id, result)
+        await self._sink.vm_stats(self.host_id, result, sent_at)
+
+    async def _on_repo_stats(self, result: Any, sent_at: float) -> None:
+        """The storage domains the host sees, active and valid (none without storage)."""
+        if result is None:
+            result = {}
+        if not isinstance(result, dict) or \
+                not all(isinstance(v, dict) for v in result.values()):
+            raise BadAnswer("Host.getStorageRepoStats did not return stats by domain")
+        await self._sink.host_storage(self.host_id, sorted(
+            sd for sd, stats in result.items() if stats.get("valid") is True))
 
     async def _events(self, events: Any) -> None:
         async for method, params in events:
@@ -210,6 +218,34 @@ class HostMonitor:
         self._grace = None
         task = asyncio.ensure_future(self._sink.host_grace_expired(self.host_id))
         task.add_done_callback(_log_failure)
+        self._grace_task = task
+
+
+async def open_session(address: str, port: int, *, ssl_context: ssl.SSLContext,
+                       expected: set[str], timeout: float,
+                       heartbeat: tuple[int, int] = (0, 0)) -> Client:
+    """A session with a host that presents the very certificate the engine issued it (one
+    of ``expected`` serials; any engine-signed one if empty); :class:`BadAnswer` if not."""
+    client = await Client.connect(address, port, ssl_context=ssl_context, timeout=timeout,
+                                  heartbeat=heartbeat)
+    try:
+        _check_identity(client, expected)
+    except BadAnswer:
+        await client.close(timeout=1.0)
+        raise
+    return client
+
+
+def _check_identity(client: Client, expected: set[str]) -> None:
+    transport = getattr(client, "_transport", None)  # TODO(client): public accessor
+    ssl_object = transport.get_extra_info("ssl_object") if transport else None
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+    if not der:
+        raise BadAnswer("the host presented no certificate")
+    serial = serial_of(der)
+    if expected and serial not in expected:
+        raise BadAnswer(f"the host presented certificate serial {serial}, not the one the "
+                        "engine issued to it; refusing it")
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:

@@ -194,7 +194,8 @@ def _host_row(h: Host) -> dict[str, Any]:
         "cert_serial": h.cert_serial, "prev_cert_serial": h.prev_cert_serial,
         "cert_not_after": h.cert_not_after, "mem_mib": h.mem_mib,
         "networks": json.dumps(h.networks), "stats": json.dumps(h.stats),
-        "last_seen": h.last_seen,
+        "last_seen": h.last_seen, "fence_agent": json.dumps(h.fence_agent),
+        "storage_domains": json.dumps(h.storage_domains),
     }
 
 
@@ -206,7 +207,8 @@ def _host(r: sqlite3.Row) -> Host:
         cert_serial=r["cert_serial"], prev_cert_serial=r["prev_cert_serial"],
         cert_not_after=r["cert_not_after"], mem_mib=r["mem_mib"],
         networks=json.loads(r["networks"]), stats=json.loads(r["stats"]),
-        last_seen=r["last_seen"],
+        last_seen=r["last_seen"], fence_agent=json.loads(r["fence_agent"]),
+        storage_domains=json.loads(r["storage_domains"]),
     )
 
 
@@ -216,6 +218,7 @@ def _vm_row(v: Vm) -> dict[str, Any]:
         "vcpus": v.vcpus, "nics": json.dumps(v.nics), "custom": json.dumps(v.custom),
         "ha": int(v.ha), "desired": str(v.desired), "status": v.status, "host_id": v.host_id,
         "display": json.dumps(v.display), "last_error": v.last_error,
+        "disks": json.dumps(v.disks),
     }
 
 
@@ -225,4 +228,5 @@ def _vm(r: sqlite3.Row) -> Vm:
         vcpus=r["vcpus"], nics=json.loads(r["nics"]), custom=json.loads(r["custom"]),
         ha=bool(r["ha"]), desired=Desired(r["desired"]), status=r["status"],
         host_id=r["host_id"], display=json.loads(r["display"]), last_error=r["last_error"],
+        disks=json.loads(r["disks"]),
     )

@@ -1,7 +1,8 @@
 """VM placement: filters say which hosts may run a VM and why not; weights pick among them.
 
 Filters (every refusal is reported with its reason): the host is Up, not in maintenance,
-has the VM's networks, and has enough schedulable memory counting what is already committed
+has the VM's networks, sees (active and valid) the storage domains of the VM's disks, and
+has enough schedulable memory counting what is already committed
 to VMs placed there (running or starting). Weights: ``even_distribution`` (default) prefers
 the host with the fewest VMs, then the lowest committed share; ``power_saving`` packs VMs
 on the most committed host that still fits, so others can be emptied. Pure functions over
@@ -48,6 +49,9 @@ def refusal(vm: Vm, c: Candidate, limits: Limits) -> str | None:
     missing = sorted(wanted - set(host.networks))
     if missing:
         return f"lacks network(s) {', '.join(missing)}"
+    unseen = sorted({d["domainID"] for d in vm.disks} - set(host.storage_domains))
+    if unseen:
+        return f"does not see storage domain(s) {', '.join(unseen)}"
     free = schedulable_mib(c, limits)
     if vm.mem_mib > free:
         return (f"not enough memory: VM needs {vm.mem_mib} MiB, {max(free, 0)} MiB schedulable "

@@ -6,15 +6,15 @@ its memory commitment (made before the first ``await`` so that concurrent starts
 the verbs sent to hosts (``VM.create``, ``VM.destroy``, ``VM.setTicket``), and how reports
 (``Host.getAllVmStats``, ``|virt|VM_status|`` events) update VMs: a VM a host no longer
 reports is Down; a Down VM is cleared from its host; a highly available VM that should be
-up and went down is started again. VMs of a host that stopped answering are Unknown (never
-restarted elsewhere: without fencing that could run them twice). Must not manage hosts.
+up and went down is started again. VMs of a host that stopped answering are Unknown; they
+are called Down (and highly available ones restarted elsewhere) only once fencing
+(:mod:`engine_lite.fencing`) made sure they no longer run there. Must not manage hosts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import secrets
 import uuid
 from typing import Any
@@ -30,18 +30,12 @@ from engine_lite.errors import (
 )
 from engine_lite.models import VM_DOWN, VM_STARTING, VM_UNKNOWN, Desired, HostStatus, Vm
 from engine_lite.scheduler import Candidate, Limits, choose_host
+from engine_lite.vmdef import check_disks, check_name, check_nics, vm_params
 from vdsm_py.client import RpcError
 
 log = logging.getLogger("engine_lite.vms")
 
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 NO_SUCH_VM = 1
-
-
-def check_name(kind: str, name: str) -> None:
-    if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise InvalidInput(f"invalid {kind} name {name!r}: 1-64 letters, digits, '.', '_', '-'")
 
 
 class VmManager:
@@ -50,28 +44,26 @@ class VmManager:
         self.cluster_id = cluster_id
         self._locks: dict[str, asyncio.Lock] = {}
         self._unknown_reported: set[str] = set()
+        self._touched: dict[str, float] = {}  # vm id -> loop time of its last known change
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- admin operations ---------------------------------------------------------------
 
     async def create(self, name: str, mem_mib: int, vcpus: int = 1, *,
                      nics: list[dict[str, Any]] | None = None,
-                     custom: dict[str, str] | None = None, ha: bool = False) -> Vm:
+                     custom: dict[str, str] | None = None, ha: bool = False,
+                     disks: list[dict[str, Any]] | None = None) -> Vm:
         check_name("VM", name)
         if not isinstance(mem_mib, int) or mem_mib < 1:
             raise InvalidInput(f"memory must be a positive number of MiB, not {mem_mib!r}")
         if not isinstance(vcpus, int) or not 1 <= vcpus <= 4096:
             raise InvalidInput(f"vCPUs must be between 1 and 4096, not {vcpus!r}")
-        nics = [dict(n) for n in nics or []]
-        for i, nic in enumerate(nics):
-            if not isinstance(nic.get("network"), str) or not nic["network"]:
-                raise InvalidInput(f"NIC {i}: a network name is required")
-            if "mac" in nic and not MAC.fullmatch(str(nic["mac"])):
-                raise InvalidInput(f"NIC {i}: invalid MAC address {nic['mac']!r}")
+        nics = check_nics(nics)
+        disks = check_disks(disks)
         if any(vm.name == name for vm in self.ctx.vms.values()):
             raise AlreadyExists(f"a VM named {name!r} already exists")
         vm = Vm(str(uuid.uuid4()), name, self.cluster_id, mem_mib, vcpus, nics,
-                dict(custom or {}), ha)
+                disks, dict(custom or {}), ha)
         await self.ctx.store.run(self.ctx.store.repo.add_vm, vm)
         self.ctx.vms[vm.id] = vm
         await self.ctx.record("info", "vm_created", f"VM {name} defined ({mem_mib} MiB, "
@@ -85,6 +77,7 @@ class VmManager:
                 raise InvalidState(f"VM {vm.name} is {vm.status}; stop it first")
             await self.ctx.store.run(self.ctx.store.repo.remove_vm, vm.id)
             del self.ctx.vms[vm.id]
+            self._touched.pop(vm.id, None)
         await self.ctx.record("info", "vm_removed", f"VM {vm.name} removed", vm_id=vm.id)
 
     async def start(self, ref: str, *, flow_id: str | None = None) -> Vm:
@@ -133,7 +126,8 @@ class VmManager:
             "vmID": vm.id, "password": password, "ttl": ttl,
             "existingConnAction": "disconnect", "params": {}})
         host = self.ctx.hosts[vm.host_id]
-        graphics = next(iter(vm.display or []), {}) if isinstance(vm.display, list) else {}
+        graphics: dict[str, Any] = next(iter(vm.display or []), {}) \
+            if isinstance(vm.display, list) else {}
         return {"vm": vm.name, "host": host.address, "hostName": host.name,
                 "type": graphics.get("type"), "port": graphics.get("port"),
                 "tlsPort": graphics.get("tlsPort"), "password": password, "ttl": ttl}
@@ -163,6 +157,7 @@ class VmManager:
             await self.ctx.save_vm(vm)
             raise
         vm.host_id, vm.status, vm.last_error = host_id, VM_STARTING, ""
+        self._touch(vm.id)
         await self.ctx.save_vm(vm)
         host = self.ctx.hosts[host_id]
         try:
@@ -178,6 +173,7 @@ class VmManager:
         if isinstance(result, dict) and isinstance(result.get("status"), str) \
                 and vm.status == VM_STARTING:
             vm.status = result["status"]
+            self._touch(vm.id)
         await self.ctx.save_vm(vm)
         await self.ctx.record("info", "vm_started", f"VM {vm.name} started on {host.name}",
                               vm_id=vm.id, host_id=host_id)
@@ -199,15 +195,31 @@ class VmManager:
 
     # -- what hosts report --------------------------------------------------------------
 
-    async def host_report(self, host_id: str, stats: list[dict[str, Any]]) -> None:
-        """A full ``Host.getAllVmStats``: what runs there now, and nothing else."""
+    async def host_report(self, host_id: str, stats: list[dict[str, Any]],
+                          sent_at: float) -> None:
+        """A full ``Host.getAllVmStats`` asked at loop time ``sent_at``: what ran there then,
+        and nothing else. A VM that changed after ``sent_at`` (an event, a start, a stop
+        crossing the report on the wire) is left alone: the report is older than what the
+        engine knows of it, and would otherwise call a just-started VM down."""
+
+        def fresh(vm_id: str) -> bool:
+            return self._touched.get(vm_id, float("-inf")) < sent_at
+
         reported = {s["vmId"]: s for s in stats}
         for vm_id, stat in reported.items():
-            await self.vm_update(host_id, vm_id, stat)
+            if fresh(vm_id):
+                await self.vm_update(host_id, vm_id, stat)
         for vm in list(self.ctx.vms.values()):
             if vm.host_id == host_id and vm.id not in reported and vm.status != VM_STARTING \
-                    and vm.status != VM_DOWN and not self._lock(vm.id).locked():
+                    and vm.status != VM_DOWN and not self._lock(vm.id).locked() \
+                    and fresh(vm.id):
                 await self._went_down(vm, f"no longer running on {self._host_name(host_id)}")
+
+    async def vm_event(self, host_id: str, vm_id: str, stat: dict[str, Any]) -> None:
+        """A ``|virt|VM_status|`` event: newer than any report asked before it."""
+        if vm_id in self.ctx.vms:
+            self._touch(vm_id)
+        await self.vm_update(host_id, vm_id, stat)
 
     async def vm_update(self, host_id: str, vm_id: str, stat: dict[str, Any]) -> None:
         vm = self.ctx.vms.get(vm_id)
@@ -245,6 +257,22 @@ class VmManager:
                 vm.status = VM_UNKNOWN
                 await self.ctx.save_vm(vm)
 
+    def awaiting_fence(self, host_id: str) -> list[Vm]:
+        """Highly available VMs that should be up and are Unknown on ``host_id``."""
+        return [vm for vm in self.ctx.vms.values() if vm.host_id == host_id and vm.ha
+                and vm.desired == Desired.UP and vm.status == VM_UNKNOWN]
+
+    async def fenced(self, host_id: str, vm_ids: list[str] | None, reason: str) -> None:
+        """Fencing proved these VMs (None: every VM of ``host_id``) are not running there:
+        they are Down, and highly available ones are restarted elsewhere."""
+        for vm in list(self.ctx.vms.values()):
+            if vm.host_id != host_id or vm.status == VM_DOWN or \
+                    (vm_ids is not None and vm.id not in vm_ids):
+                continue
+            async with self._lock(vm.id):
+                if vm.host_id == host_id and vm.status != VM_DOWN:
+                    await self._went_down(vm, reason)
+
     async def _went_down(self, vm: Vm, reason: str) -> None:
         host_id = vm.host_id
         await self._set_down(vm, reason)
@@ -256,6 +284,7 @@ class VmManager:
     async def _set_down(self, vm: Vm, reason: str) -> None:
         vm.status, vm.host_id, vm.last_error = VM_DOWN, None, reason
         vm.display = {}
+        self._touch(vm.id)
         await self.ctx.save_vm(vm)
 
     async def _clear_down(self, host_id: str, vm_id: str) -> None:
@@ -295,6 +324,9 @@ class VmManager:
 
     # -- helpers ------------------------------------------------------------------------
 
+    def _touch(self, vm_id: str) -> None:
+        self._touched[vm_id] = asyncio.get_running_loop().time()
+
     def _lock(self, vm_id: str) -> asyncio.Lock:
         return self._locks.setdefault(vm_id, asyncio.Lock())
 
@@ -311,20 +343,3 @@ class VmManager:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-def vm_params(vm: Vm) -> dict[str, Any]:
-    """VDSM's plain ``vmParams`` for ``VM.create``."""
-    devices: list[dict[str, Any]] = [{"type": "graphics", "device": "vnc"}]
-    for nic in vm.nics:
-        dev = {"type": "interface", "device": "bridge", "network": nic["network"],
-               "nicModel": nic.get("model", "virtio")}
-        if nic.get("mac"):
-            dev["macAddr"] = nic["mac"]
-        devices.append(dev)
-    params: dict[str, Any] = {"vmId": vm.id, "vmName": vm.name, "memSize": vm.mem_mib,
-                              "smp": vm.vcpus, "devices": devices}
-    if vm.custom:
-        params["custom"] = dict(vm.custom)
-    return params
-
