@@ -6,7 +6,8 @@ it (the remote path with ``_`` doubled and ``/`` turned into ``_``):
 * ``localfs``: a symlink to a local directory, which must exist and be writable;
 * ``posixfs``: ``mount -t <vfs_type> -o <options> <spec> <dir>`` (a device, image or path);
 * ``nfs``: the same with VDSM's options (``soft,nosharecache,timeo=100,retrans=3`` and
-  ``nfsvers``), not tested here: these machines have no NFS client.
+  ``nfsvers``/``minorversion``); tested against a real kernel NFS server inside a stock-kernel
+  guest (tests/integration/test_storage_nfs.py), since the CI kernel has no NFS.
 
 Connect and disconnect are idempotent. Mounting needs root. Commands are argv lists.
 Blocking: call from the executor. Must not read domains.

@@ -7,7 +7,8 @@ Layout under a mount point::
 
 Creation builds the whole tree in a hidden temporary directory beside its final place and
 renames it into place last, so a failed or interrupted create leaves no half domain that
-could be mistaken for a real one. Opening a domain verifies its metadata seal; a domain
+could be mistaken for a real one; :meth:`FileStorageDomain.format` does the reverse (rename
+out of sight, then remove). Opening a domain verifies its metadata seal; a domain
 whose metadata is torn or corrupted raises and is never used. Blocking file I/O: call from
 the executor. Must not run qemu-img (see :mod:`storage.volume`) or talk to the RPC layer.
 """
@@ -28,7 +29,9 @@ from storage import xleases
 from storage.locks import DomainLocks, Geometry
 from storage.metadata import dump_domain_metadata, parse_domain_metadata, write_atomically
 from vdsm_py.errors import (
+    CannotFormatAttachedStorageDomain,
     InvalidMetadata,
+    MiscDirCleanupFailure,
     StorageDomainAlreadyExists,
     StorageDomainCreationError,
     StorageDomainMetadataNotFound,
@@ -151,6 +154,38 @@ class FileStorageDomain:
         if locks_factory:
             domain.locks = locks_factory(spec.sd_uuid, domain.md_dir, geometry)
         return domain
+
+    # -- format --------------------------------------------------------------------------
+
+    def format(self, *, auto_detach: bool = False) -> None:
+        """Erase the domain (VDSM's formatStorageDomain on a detached domain).
+
+        A domain attached to a pool is refused (391) unless ``auto_detach``; a domain whose
+        metadata is unreadable or broken may be formatted (that is how one gets rid of it).
+        The caller refuses a domain of a connected pool or an active one. The tree is
+        renamed to a hidden name first, so no reader ever sees a half-removed domain.
+        """
+        try:
+            pools = self.pools()
+        except StorageError as exc:
+            log.warning("formatting domain %s despite its metadata: %s", self.sd_uuid, exc)
+            pools = []
+        if pools and not auto_detach:
+            raise CannotFormatAttachedStorageDomain(
+                f"domain {self.sd_uuid} is attached to pool {pools[0]}")
+        doomed = self.root.with_name(f".{self.sd_uuid}.removing-{uuid.uuid4().hex[:8]}")
+        try:
+            os.rename(self.root, doomed)
+        except OSError as exc:
+            raise MiscDirCleanupFailure(
+                f"cannot format domain {self.sd_uuid}: {exc.strerror}") from None
+        try:
+            shutil.rmtree(doomed)
+        except OSError as exc:
+            raise MiscDirCleanupFailure(
+                f"domain {self.sd_uuid} formatted, but {doomed} is left: {exc.strerror}"
+            ) from None
+        log.info("formatted storage domain %s (was in %s)", self.sd_uuid, self.root.parent)
 
     # -- metadata ------------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ VDSM, metadata without a checksum is refused, never trusted: a torn or hand-edit
 makes the domain invalid. Volume metadata follows ``volumemetadata.py`` (V5 keys, ``CAP``
 in bytes, at most 512 bytes); a file without its ``EOF`` line is torn.
 
-Writers replace files atomically (temp file, fsync, rename, fsync of the directory).
+Writers replace files atomically (temp file, fsync, rename, fsync of the directory); a
+writer whose file is made durable by a later write (``durable=False``) skips the fsyncs.
 Must not know about domains' behaviour; only formats and files.
 """
 
@@ -74,24 +75,45 @@ def parse_domain_metadata(data: bytes, where: str) -> dict[str, str]:
     return md
 
 
-def write_atomically(path: Path, data: bytes, mode: int = sc.METADATA_PERMISSIONS) -> None:
-    """Replace ``path`` with ``data``: a reader sees the old or the new file, never a mix."""
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def write_synced(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` and fsync it."""
+    write_all(fd, data)
+    os.fsync(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory ``path`` (created, renamed, removed names) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes, mode: int = sc.METADATA_PERMISSIONS, *,
+                     durable: bool = True) -> None:
+    """Replace ``path`` with ``data``: a reader sees the old or the new file, never a mix.
+
+    ``durable=False`` only for a file that a later durable write replaces before anything
+    relies on it surviving a power loss (e.g. the ILLEGAL ``.meta`` of a volume being made).
+    """
     tmp = path.with_name(path.name + ".new")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.fchmod(fd, mode)  # whatever the umask
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
+        (write_synced if durable else write_all)(fd, data)
     finally:
         os.close(fd)
     os.rename(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    if durable:
+        fsync_dir(path.parent)
 
 
 # --- volume metadata ----------------------------------------------------------------------

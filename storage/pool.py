@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from storage import constants as sc
 from storage.domain import FileStorageDomain
 from storage.sanlock_adapter import HostIdState
+from storage.task_manager import TaskManager
 from vdsm_py.errors import (
     AcquireHostIdFailure,
     SpmStatusError,
@@ -86,6 +87,7 @@ class ConnectedPool:
     master: FileStorageDomain
     domains: dict[str, FileStorageDomain] = field(default_factory=dict)
     spm: bool = False
+    tasks: TaskManager | None = None  # the SPM's tasks (set by the service after recovery)
 
     @classmethod
     def connect(cls, sp_uuid: str, host_id: int, master: FileStorageDomain,
@@ -160,9 +162,15 @@ class ConnectedPool:
         log.info("host %d is the SPM of pool %s (lver %d)", self.host_id, self.sp_uuid, lver)
         return self.spm_status()
 
-    def spm_stop(self) -> None:
+    def spm_stop(self, *, force: bool = False) -> None:
+        """Release the SPM role; refused (406) while a task runs unless ``force``."""
         if not self.spm:
             return
+        if self.tasks is not None:
+            if not force:
+                self.tasks.require_idle(self.sp_uuid)
+            self.tasks.shutdown()
+            self.tasks = None
         self.master.update_metadata({sc.PMDK_SPM_ID: "-1"})
         locks = self.master.locks
         if locks is not None:

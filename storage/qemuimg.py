@@ -1,9 +1,12 @@
-"""A small adapter over ``qemu-img``: create, info, resize, check.
+"""A small adapter over ``qemu-img``: create, info, resize, check, measure, convert, commit,
+rebase.
 
 Commands are argv lists (never a shell), ``--output json`` answers are parsed, and failures
 are raised as VDSM storage errors: the caller names the error class of its operation
 (VolumeCreationError, VolumeExtendingError...), and a full file system is always
-NoSpaceLeftOnDomain (397). Blocking: call it from a worker of the executor, never the loop.
+NoSpaceLeftOnDomain (397). The long operations (convert, commit) run with ``-p`` and hand
+their progress (0-100) to a callback, which may raise to abort the operation (the process
+is killed and the exception propagates). Blocking: call it from a worker of the executor, never the loop.
 Must not know about domains or metadata.
 """
 
@@ -11,7 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +64,18 @@ class QemuImgFailed(StorageError):
     """qemu-img failed in a way the caller did not map (error 200)."""
 
 
+Progress = Callable[[float], None]
+_PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
+
+
+def _raise_failure(argv: list[str], returncode: int, stderr: str,
+                   error: type[StorageError]) -> None:
+    detail = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+    if "No space left on device" in stderr:
+        raise NoSpaceLeftOnDomain(f"qemu-img {argv[1]}: {detail}")
+    raise error(f"qemu-img {argv[1]} failed (rc={returncode}): {detail}")
+
+
 def _run(argv: list[str], error: type[StorageError], timeout: float) -> str:
     log.debug("running %s", argv)
     try:
@@ -69,11 +88,57 @@ def _run(argv: list[str], error: type[StorageError], timeout: float) -> str:
     except OSError as exc:
         raise error(f"cannot run qemu-img: {exc.strerror}") from None
     if proc.returncode != 0:
-        detail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
-        if "No space left on device" in proc.stderr:
-            raise NoSpaceLeftOnDomain(f"qemu-img {argv[1]}: {detail}")
-        raise error(f"qemu-img {argv[1]} failed (rc={proc.returncode}): {detail}")
+        _raise_failure(argv, proc.returncode, proc.stderr, error)
     return proc.stdout
+
+
+def _run_with_progress(argv: list[str], error: type[StorageError], timeout: float,
+                       progress: Progress | None) -> None:
+    """Run a ``-p`` command, feeding each progress figure to ``progress``.
+
+    stderr goes to a pipe read only at the end: qemu-img writes little there, and the
+    progress stream on stdout is what must not block.
+    """
+    log.debug("running %s", argv)
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise error(f"cannot run qemu-img: {exc.strerror}") from None
+    assert proc.stdout is not None and proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    try:
+        buf = b""
+        while True:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            buf += chunk
+            found = _PROGRESS.findall(buf)
+            if found:
+                buf = buf[buf.rfind(b")") + 1:]
+                if progress is not None:
+                    progress(float(found[-1]))
+            if time.monotonic() > deadline:
+                raise error(f"qemu-img did not finish within {timeout:g} s: {argv[1]}")
+        returncode = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        stderr = proc.stderr.read().decode("utf-8", "replace")
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        proc.stdout.close()
+        proc.stderr.close()
+    if returncode != 0:
+        _raise_failure(argv, returncode, stderr, error)
+
+
+def _backing(flag: str, backing: str, backing_format: str | None) -> list[str]:
+    """``flag <backing> -F <format>``: a backing file always goes with its format."""
+    if backing_format not in FORMATS:
+        raise ValueError(f"a backing file needs its format (-F), not {backing_format!r}")
+    return [flag, backing, "-F", backing_format]
 
 
 def create(
@@ -102,9 +167,7 @@ def create(
     if options:
         argv += ["-o", ",".join(options)]
     if backing is not None:
-        if backing_format not in FORMATS:
-            raise ValueError("a backing file needs its format (-F)")
-        argv += ["-b", backing, "-F", backing_format, "-u"]
+        argv += [*_backing("-b", backing, backing_format), "-u"]
     argv += [str(path), str(size)]
     _run(argv, error, timeout)
 
@@ -166,3 +229,82 @@ def check(
         detail = proc.stderr.strip() or f"{report.get('corruptions', '?')} corruptions"
         raise error(f"qemu-img check of {path} failed: {detail}")
     return report
+
+
+def measure(
+    path: Path,
+    fmt: str,
+    out_fmt: str,
+    *,
+    error: type[StorageError] = QemuImgFailed,
+    timeout: float = 60.0,
+) -> int:
+    """Bytes a copy of ``path`` (its whole chain, collapsed) needs in ``out_fmt``."""
+    argv = [QEMU_IMG, "measure", "--output", "json", "-U", "-f", fmt, "-O", out_fmt, str(path)]
+    out = _run(argv, error, timeout)
+    try:
+        return int(json.loads(out)["required"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise error(f"cannot parse qemu-img measure output for {path}: {exc}") from None
+
+
+def convert(
+    src: Path,
+    src_fmt: str,
+    dst: Path,
+    dst_fmt: str,
+    *,
+    backing: str | None = None,
+    backing_format: str | None = None,
+    create: bool = False,
+    progress: Progress | None = None,
+    error: type[StorageError] = QemuImgFailed,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> None:
+    """Copy ``src`` (read through its backing chain) into ``dst``.
+
+    Without ``backing`` the chain is collapsed; with it, only ``src``'s own clusters are
+    copied and ``dst`` is backed by ``backing`` (relative to ``dst``). ``create=False``
+    writes into an existing ``dst`` made with the right size (``-n``), so the volume's
+    file, mode and preallocation are the domain's, not qemu-img's.
+    """
+    if src_fmt not in FORMATS or dst_fmt not in FORMATS:
+        raise ValueError(f"unsupported format {src_fmt} -> {dst_fmt}")
+    argv = [QEMU_IMG, "convert", "-p", "-f", src_fmt, "-O", dst_fmt]
+    if not create:
+        argv.append("-n")
+    elif dst_fmt == "qcow2":
+        argv += ["-o", "compat=1.1"]
+    if backing is not None:
+        argv += _backing("-B", backing, backing_format)
+    argv += [str(src), str(dst)]
+    _run_with_progress(argv, error, timeout, progress)
+
+
+def commit(
+    top: Path,
+    top_fmt: str,
+    base: Path,
+    *,
+    progress: Progress | None = None,
+    error: type[StorageError] = QemuImgFailed,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> None:
+    """Write ``top``'s clusters into ``base`` (an ancestor); ``top`` is left as it was."""
+    argv = [QEMU_IMG, "commit", "-p", "-f", top_fmt, "-b", str(base), str(top)]
+    _run_with_progress(argv, error, timeout, progress)
+
+
+def rebase_unsafe(
+    path: Path,
+    backing: str,
+    backing_format: str,
+    *,
+    error: type[StorageError] = QemuImgFailed,
+    timeout: float = 60.0,
+) -> None:
+    """Point qcow2 ``path`` at ``backing`` without copying data (the caller guarantees
+    that the new backing file reads the same as the old one)."""
+    argv = [QEMU_IMG, "rebase", "-u", "-f", "qcow2", *_backing("-b", backing, backing_format),
+            str(path)]
+    _run(argv, error, timeout)

@@ -42,6 +42,8 @@ DEBIAN_MODULE_DIR = Path("/usr/lib/python3/dist-packages")
 
 # sanlock's own result code for "lease held by another host" (SANLK_ACQUIRE_IDLIVE etc.)
 _HELD_ELSEWHERE = (-243, -244, errno.EAGAIN, errno.EBUSY)
+# the daemon went away (or never ran): the registration is dead, a new one is needed
+_DAEMON_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ECONNREFUSED, errno.ENOENT)
 
 
 def load_sanlock() -> ModuleType:
@@ -197,7 +199,9 @@ class Sanlock:
                 try:
                     self._fd = self.lib.register()
                 except self._exc() as exc:
-                    raise AcquireLockFailure(f"cannot register with sanlock: {exc}") from None
+                    raise AcquireLockFailure(
+                        f"cannot register with sanlock (is the sanlock daemon running?): {exc}",
+                        data={"errno": getattr(exc, "errno", None)}) from None
             return self._fd
 
     def acquire(self, lockspace: str, name: str, disk: Disk, *, shared: bool = False) -> None:
@@ -210,11 +214,25 @@ class Sanlock:
             code = getattr(exc, "errno", None)
             if code == errno.EEXIST:
                 return  # this process holds it already
-            why = "held by another host" if code in _HELD_ELSEWHERE else str(exc)
+            if code in _DAEMON_GONE:
+                self._drop_registration()
+                why = f"the sanlock daemon is not reachable ({exc})"
+            else:
+                why = "held by another host" if code in _HELD_ELSEWHERE else str(exc)
             raise AcquireLockFailure(
                 f"cannot acquire lease {name} of {lockspace}: {why}", data={"errno": code}
             ) from None
         log.info("acquired lease %s of %s at %s:%d", name, lockspace, disk.path, disk.offset)
+
+    def _drop_registration(self) -> None:
+        """Forget a registration whose daemon is gone (its leases went with it)."""
+        with self._lock:
+            if self._fd is not None:
+                try:
+                    os.close(self._fd)
+                except OSError:
+                    pass  # closed already
+                self._fd = None
 
     def release(self, lockspace: str, name: str, disk: Disk) -> None:
         fd = self._registered()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,21 +19,30 @@ from storage import constants as sc
 from storage.connections import Connections, ConnectionSpec, mount_name
 from storage.domain import DomainSpec, FileStorageDomain
 from storage.image import Images
+from storage.image_steps import ImageOps
 from storage.locks import DomainLocks, Geometry
 from storage.monitor import DomainMonitor
 from storage.pool import ConnectedPool, create_pool
 from storage.sanlock_adapter import Sanlock
+from storage.task_manager import TaskManager
+from storage.task_store import TaskStore
+from storage.tasks import Step
 from storage.validation import check_uuid
-from storage.volume import Volumes, VolumeSpec
+from storage.volume import Volumes
 from vdsm_py.config import Config
 from vdsm_py.errors import (
+    CannotFormatStorageDomainInConnectedPool,
+    SpmStartError,
     SpmStatusError,
+    StorageDomainActive,
     StorageDomainAlreadyExists,
     StorageDomainDoesNotExist,
     StorageDomainNotActive,
     StorageDomainNotInPool,
     StoragePoolNotConnected,
     StoragePoolUnknown,
+    TaskMetaDataLoadError,
+    UnknownTask,
     VdsmError,
 )
 from vdsm_py.events import EventBus
@@ -57,6 +67,9 @@ class StorageService:
         host_id_timeout: float = 120.0,
         qemu_timeout: float = 300.0,
         call_timeout: float = 600.0,
+        task_workers: int = 10,
+        max_tasks: int = 500,
+        task_hook_dir: Path | None = None,
     ) -> None:
         self.root = root
         self.run_dir = run_dir
@@ -70,6 +83,14 @@ class StorageService:
         self.qemu_timeout = qemu_timeout
         self.call_timeout = call_timeout
         self.pools: dict[str, ConnectedPool] = {}
+        self.task_workers = task_workers
+        self.max_tasks = max_tasks
+        self.task_hook_dir = task_hook_dir
+        # step targets of SPM tasks: kind -> factory(pool, sdUUID) (see storage.tasks)
+        self.task_targets: dict[str, Callable[[ConnectedPool, str], object]] = {
+            "volume": lambda pool, sd: Volumes(pool.domain(sd), qemu_timeout=self.qemu_timeout),
+        }
+        self.task_targets["imageops"] = self._image_ops  # copies and merges (images helper)
 
     @classmethod
     def build(cls, config: Config, executor: Executor, events: EventBus | None) -> StorageService:
@@ -85,13 +106,18 @@ class StorageService:
         return cls(root=cfg.data_center, run_dir=config.daemon.run_dir / "storage",
                    executor=executor, events=events, sanlock=sanlock, monitor=monitor,
                    io_timeout=cfg.sanlock_io_timeout, host_id_timeout=cfg.host_id_timeout,
-                   qemu_timeout=cfg.qemu_img_timeout, call_timeout=cfg.call_timeout)
+                   qemu_timeout=cfg.qemu_img_timeout, call_timeout=cfg.call_timeout,
+                   task_workers=cfg.task_workers, max_tasks=cfg.max_tasks,
+                   task_hook_dir=Path(cfg.task_hook_dir) if cfg.task_hook_dir else None)
 
     async def start(self) -> None:
         await self._run(lambda: self.run_dir.mkdir(parents=True, exist_ok=True), "storage start")
 
     async def stop(self) -> None:
         await self.monitor.stop()
+        for pool in self.pools.values():
+            if pool.tasks is not None:  # let running tasks roll back before the SPM goes
+                await self._run(partial(pool.tasks.shutdown, timeout=10.0), "stop tasks")
         for sp_uuid in list(self.pools):
             try:
                 await self.disconnect_pool(sp_uuid)
@@ -221,8 +247,9 @@ class StorageService:
                 except OSError as exc:
                     log.warning("getStorageDomainsList: cannot list mount %s: %s", mount, exc)
                     continue
-                for name in names:
-                    if (mount / name / sc.DOMAIN_META_DATA).is_dir():
+                for name in names:  # hidden: a domain being created or formatted
+                    if not name.startswith(".") and \
+                            (mount / name / sc.DOMAIN_META_DATA).is_dir():
                         found.add(name)
             return sorted(found)
         return await self._run(scan, "getStorageDomains")
@@ -236,8 +263,13 @@ class StorageService:
             return fn(Volumes(dom, qemu_timeout=self.qemu_timeout))
         return await self._run(call, "storage volume")
 
-    async def create_volume(self, sd_uuid: str, sp_uuid: str | None, spec: VolumeSpec) -> None:
-        await self.volume_call(sd_uuid, sp_uuid, lambda v: v.create(spec), write=True)
+    async def volume_task(self, sd_uuid: str, sp_uuid: str | None, verb: str,
+                          plan: Callable[[Volumes], list[Step]], img_uuid: str) -> str:
+        """Check now, then run ``plan``'s steps as an SPM task; return the task id."""
+        return await self.spm_task(
+            sd_uuid, sp_uuid, verb,
+            lambda dom: plan(Volumes(dom, qemu_timeout=self.qemu_timeout)),
+            [f"{sd_uuid}/{img_uuid}"])
 
     async def image_call(self, sd_uuid: str, sp_uuid: str | None,
                          fn: Callable[[Images], T], *, write: bool = False) -> T:
@@ -278,14 +310,29 @@ class StorageService:
 
     async def disconnect_pool(self, sp_uuid: str) -> None:
         pool = self.pool(sp_uuid)
+        if pool.tasks is not None:
+            pool.tasks.require_idle(sp_uuid)  # 406: never drop the SPM under a running task
         for sd_uuid in pool.domains:
             await self.monitor.stop_monitoring(sd_uuid)
         await self._run(pool.disconnect, "StoragePool.disconnect")
         del self.pools[sp_uuid]
 
     async def spm_start(self, sp_uuid: str) -> dict[str, Any]:
+        """Take the SDM lease, then recover the tasks persisted on the master domain."""
         pool = self.pool(sp_uuid)
-        return await self._run(lambda: pool.spm_start(self.host_id_timeout), "spmStart")
+
+        def start() -> dict[str, Any]:
+            status = pool.spm_start(self.host_id_timeout)
+            if pool.tasks is None:
+                try:
+                    manager = self._task_manager(pool)
+                    manager.recover_dumped()  # before any new task may run
+                except (OSError, VdsmError) as exc:
+                    pool.spm_stop(force=True)
+                    raise SpmStartError(f"cannot recover the tasks of pool {sp_uuid}: {exc}")
+                pool.tasks = manager
+            return status
+        return await self._run(start, "spmStart")
 
     async def spm_stop(self, sp_uuid: str) -> None:
         pool = self.pool(sp_uuid)
@@ -296,6 +343,101 @@ class StorageService:
     async def pool_call(self, sp_uuid: str, fn: Callable[[ConnectedPool], T]) -> T:
         pool = self.pool(sp_uuid)
         return await self._run(lambda: fn(pool), "storage pool")
+
+    # -- image copy/merge/format (images helper) ----------------------------------------
+
+    def _images(self, dom: FileStorageDomain) -> Images:
+        return Images(Volumes(dom, qemu_timeout=self.qemu_timeout), self.run_dir)
+
+    def images(self, sd_uuid: str) -> Images:
+        """Blocking: the images of a domain, as prepared for VMs (storage.vm_support)."""
+        return self._images(self.find_domain(sd_uuid))
+
+    def _image_ops(self, pool: ConnectedPool, sd_uuid: str) -> ImageOps:
+        def lookup(sd: str) -> Images:
+            return self._images(pool.domain(sd))
+        return ImageOps(lookup(sd_uuid), lookup)
+
+    async def image_task(self, sd_uuid: str, sp_uuid: str | None, dst_sd_uuid: str, verb: str,
+                         plan: Callable[[Images, Images], list[Step]],
+                         resources: list[str]) -> str:
+        """Check and schedule ``plan(src_images, dst_images)`` as an SPM task (both domains
+        in the pool: 353 otherwise); return the task id."""
+        def images_plan(dom: FileStorageDomain) -> list[Step]:
+            src = self._images(dom)
+            if dst_sd_uuid == sd_uuid:
+                return plan(src, src)
+            return plan(src, self._images(self._writable(dst_sd_uuid, sp_uuid)))
+        return await self.spm_task(sd_uuid, sp_uuid, verb, images_plan, resources)
+
+    async def format_domain(self, sd_uuid: str, auto_detach: bool) -> None:
+        for pool in self.pools.values():
+            if sd_uuid in pool.domains:
+                raise CannotFormatStorageDomainInConnectedPool(
+                    f"domain {sd_uuid} is in connected pool {pool.sp_uuid}")
+        if sd_uuid in self.monitor.monitored():
+            raise StorageDomainActive(f"domain {sd_uuid} is active; deactivate it first")
+        await self._run(lambda: self.find_domain(sd_uuid).format(auto_detach=auto_detach),
+                        "StorageDomain.format")
+
+
+    # -- SPM tasks -----------------------------------------------------------------------
+
+    def _task_manager(self, pool: ConnectedPool) -> TaskManager:
+        def resolve(target: str) -> object:
+            kind, _, sd_uuid = target.partition(":")
+            factory = self.task_targets.get(kind)
+            if factory is None:
+                raise TaskMetaDataLoadError(f"unknown step target {target!r}")
+            return factory(pool, check_uuid("sdUUID", sd_uuid))
+        store = TaskStore.of_master(pool.master.root)
+        return TaskManager(store, resolve, workers=self.task_workers, max_tasks=self.max_tasks,
+                           hook_dir=self.task_hook_dir)
+
+    async def spm_task(self, sd_uuid: str, sp_uuid: str | None, verb: str,
+                       plan: Callable[[FileStorageDomain], list[Step]],
+                       resources: list[str]) -> str:
+        """Check (``plan`` raises on bad input), then schedule its steps on the SPM.
+
+        ``plan`` runs on a worker with the domain as the pool sees it; the task is persisted
+        on the master domain before the id is returned. 654 unless this host is the SPM of
+        the domain's pool; 309 for a domain in no pool (tasks live on a master domain).
+        """
+        def schedule() -> str:
+            dom = self.find_domain(sd_uuid)
+            pool = self._pool_of(dom, sp_uuid)
+            steps = plan(pool.domain(sd_uuid) if pool is not None else dom)
+            if pool is None:
+                raise StoragePoolUnknown(
+                    f"domain {sd_uuid} is in no pool: metadata changes run as SPM tasks")
+            pool.require_spm()
+            if pool.tasks is None:
+                raise SpmStatusError(f"the SPM of pool {pool.sp_uuid} is still starting")
+            return pool.tasks.schedule(verb, steps, resources)
+        return await self._run(schedule, verb)
+
+    def _tasks_holding(self, task_id: str) -> TaskManager:
+        check_uuid("taskID", task_id)
+        for pool in self.pools.values():
+            if pool.tasks is not None and pool.tasks.has(task_id):
+                return pool.tasks
+        raise UnknownTask(f"Task id unknown: {task_id}")
+
+    def task_call(self, task_id: str, fn: Callable[[TaskManager], T]) -> T:
+        """Answer from memory (cheap, on the loop): status, info, stop."""
+        manager = self._tasks_holding(task_id)
+        return fn(manager)
+
+    async def clear_task(self, task_id: str) -> None:
+        manager = self._tasks_holding(task_id)
+        await self._run(lambda: manager.clear(task_id), "Task.clear")
+
+    def all_tasks(self, fn: Callable[[TaskManager], dict[str, T]]) -> dict[str, T]:
+        out: dict[str, T] = {}
+        for pool in self.pools.values():
+            if pool.tasks is not None:
+                out.update(fn(pool.tasks))
+        return out
 
 
 def _mount_of(spec: DomainSpec) -> str:

@@ -1,35 +1,44 @@
 """Volumes and images of a file domain: create, inspect, extend, delete, legality.
 
 A volume is ``images/<imgUUID>/<volUUID>`` (the data, made by qemu-img), ``.meta`` (its
-metadata, see :mod:`storage.metadata`) and ``.lease`` (its sanlock lease). Creation is a
-list of forward steps, each paired with its undo; when a step fails, the undos run in
-reverse and the caller gets the error with nothing left behind. A new volume is written
-ILLEGAL and turned LEGAL only as the last step, so a crash mid-create leaves a volume that
-no VM will use. Blocking (files, qemu-img): call from the executor. Must not acquire host
-ids or know about pools.
+metadata, see :mod:`storage.metadata`) and ``.lease`` (its sanlock lease). Create, extend
+and delete are plans of :class:`storage.tasks.Step` (``*_plan``), each forward step paired
+with its undo, run by the SPM's task manager (persisted, recovered after a crash) or in
+this thread by :meth:`Volumes.create` & co. (undone in memory on failure). A new volume is
+written ILLEGAL and turned LEGAL only as the last step, so a crash mid-create leaves a
+volume that no VM will use, and recovery removes it. That ILLEGAL ``.meta`` is written
+without fsync: the final LEGAL write is durable (fsync'd file and image directory) and makes
+the whole volume durable with it (qemu-img syncs the data, a new image directory is fsync'd
+into ``images/``), so a task never ends with a volume a power loss could take away.
+Deletion marks the volume ILLEGAL (undoable), then removes it (only ever completed).
+Blocking (files, qemu-img): call from workers. Must not acquire host ids or know about
+pools.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from storage import constants as sc
 from storage import qemuimg
 from storage.domain import FileStorageDomain
-from storage.metadata import VolumeMetadata, write_atomically
+from storage.metadata import VolumeMetadata, fsync_dir, write_atomically
 from storage.sanlock_adapter import Disk
+from storage.tasks import Step, run_inline
 from vdsm_py.errors import (
     CannotDeleteVolume,
     ImageDoesNotExistInSD,
     NoSpaceLeftOnDomain,
-    StorageError,
     VolumeAlreadyExists,
     VolumeCreationError,
     VolumeDoesNotExist,
@@ -106,9 +115,10 @@ class Volumes:
             )
         return md
 
-    def _write_metadata(self, img_uuid: str, vol_uuid: str, md: VolumeMetadata) -> None:
+    def _write_metadata(self, img_uuid: str, vol_uuid: str, md: VolumeMetadata, *,
+                        durable: bool = True) -> None:
         write_atomically(self.meta_path(img_uuid, vol_uuid), md.dump(),
-                         sc.FILE_VOLUME_PERMISSIONS)
+                         sc.FILE_VOLUME_PERMISSIONS, durable=durable)
 
     def update(self, img_uuid: str, vol_uuid: str, **changes: Any) -> VolumeMetadata:
         md = replace(self.metadata(img_uuid, vol_uuid), **changes)
@@ -118,62 +128,155 @@ class Volumes:
     def _set_voltype(self, img_uuid: str, vol_uuid: str, voltype: str) -> None:
         self.update(img_uuid, vol_uuid, voltype=voltype)
 
-    # -- create --------------------------------------------------------------------------
+    # -- create (steps: see storage.tasks) ---------------------------------------------
+
+    STEP_ACTIONS = frozenset({
+        "check_create", "create_image_dir", "remove_image_dir_if_empty", "create_metadata",
+        "remove_metadata", "create_volume_data", "remove_volume_data", "create_lease",
+        "remove_lease", "create_data_and_lease", "remove_data_and_lease",
+        "mark_parent_internal", "restore_parent_leaf", "set_legal",
+        "check_delete", "mark_illegal", "restore_legality", "remove_volume",
+        "check_extend", "acquire_lease", "release_lease", "resize_data", "set_capacity",
+    })
+
+    @property
+    def target(self) -> str:
+        """How steps name this object (see :func:`storage.tasks.call`)."""
+        return f"volume:{self.domain.sd_uuid}"
 
     def create(self, spec: VolumeSpec) -> VolumeMetadata:
-        spec.check()
-        self.domain.metadata()  # never write into a domain whose metadata is not sound
-        img_dir = self.domain.image_dir(spec.img_uuid)
-        vol_path = self.path(spec.img_uuid, spec.vol_uuid)
-        if self.meta_path(spec.img_uuid, spec.vol_uuid).exists() or vol_path.exists():
-            raise VolumeAlreadyExists(f"Volume {spec.vol_uuid} already exists")
-        parent_md: VolumeMetadata | None = None
-        if spec.parent != sc.BLANK_UUID:
-            parent_md = self.metadata(spec.img_uuid, spec.parent)
-            if spec.capacity < parent_md.capacity:
-                raise invalid_parameter("size", "smaller than the parent volume")
-        undo: list[Callable[[], None]] = []
-        try:
-            if not img_dir.exists():
-                img_dir.mkdir(mode=0o755)
-                undo.append(lambda: shutil.rmtree(img_dir, ignore_errors=True))
-            md = VolumeMetadata(
-                domain=self.domain.sd_uuid, image=spec.img_uuid, parent=spec.parent,
-                capacity=spec.capacity, format=spec.format, type=spec.allocation,
-                voltype=sc.LEAF_VOL, disktype=spec.disktype, description=spec.description,
-                legality=sc.ILLEGAL_VOL, ctime=int(time.time()),
-                sequence=(parent_md.sequence + 1) if parent_md else 0,
-            )
-            undo.append(lambda: _unlink(self.meta_path(spec.img_uuid, spec.vol_uuid)))
-            self._write_metadata(spec.img_uuid, spec.vol_uuid, md)
-            undo.append(lambda: _unlink(vol_path))
-            self._create_data(spec, vol_path, parent_md)
-            os.chmod(vol_path, sc.FILE_VOLUME_PERMISSIONS)
-            disk = self.lease_disk(spec.img_uuid, spec.vol_uuid)
-            undo.append(lambda: _unlink(disk.path))
-            _create_empty(disk.path)
-            if self.domain.locks is not None:
-                self.domain.locks.format_lease(spec.vol_uuid, disk)
-            if parent_md is not None and parent_md.voltype == sc.LEAF_VOL:
-                self.update(spec.img_uuid, spec.parent, voltype=sc.INTERNAL_VOL)
-                undo.append(lambda: self._set_voltype(spec.img_uuid, spec.parent,
-                                                      sc.LEAF_VOL))
-            md = replace(md, legality=sc.LEGAL_VOL)
-            self._write_metadata(spec.img_uuid, spec.vol_uuid, md)
-        except BaseException as exc:
-            for step in reversed(undo):
-                try:
-                    step()
-                except (OSError, StorageError) as undo_exc:
-                    log.error("undo of volume %s create failed: %s", spec.vol_uuid, undo_exc)
-            if isinstance(exc, OSError):
-                cls = NoSpaceLeftOnDomain if exc.errno == 28 else VolumeCreationError
-                raise cls(f"cannot create volume {spec.vol_uuid}: {exc.strerror}") from None
-            raise
+        """Create now, in this thread; on failure the steps done are undone."""
+        run_inline(lambda _target: self, self.create_plan(spec), "createVolume")
         log.info("created volume %s/%s in domain %s (%s %s, %d bytes, parent %s)",
                  spec.img_uuid, spec.vol_uuid, self.domain.sd_uuid, spec.format,
                  spec.allocation, spec.capacity, spec.parent)
-        return md
+        return self.metadata(spec.img_uuid, spec.vol_uuid)
+
+    def create_plan(self, spec: VolumeSpec) -> list[Step]:
+        """Checked now; the steps make the volume ILLEGAL first and LEGAL last."""
+        self.check_create(asdict(spec))
+        args = {"spec": asdict(spec)}
+        return [Step(self.target, "check_create", args),  # again, under the image's lock
+                *self.making_steps(spec),
+                Step(self.target, "set_legal", args)]
+
+    def making_steps(self, spec: VolumeSpec) -> list[Step]:
+        """The steps that make the volume, ILLEGAL (no checks, no final LEGAL write: a
+        plan that fills the volume first, e.g. a copy, ends with its own durable one)."""
+        args = {"spec": asdict(spec)}
+        steps = [
+            Step(self.target, "create_image_dir", args, undo="remove_image_dir_if_empty"),
+            Step(self.target, "create_metadata", args, undo="remove_metadata"),
+            Step(self.target, "create_data_and_lease", args, undo="remove_data_and_lease"),
+        ]
+        if spec.parent != sc.BLANK_UUID:
+            steps.append(Step(self.target, "mark_parent_internal", args,
+                              undo="restore_parent_leaf"))
+        return steps
+
+    def check_create(self, spec: dict[str, Any]) -> None:
+        vs = VolumeSpec(**spec)
+        vs.check()
+        self.domain.metadata()  # never write into a domain whose metadata is not sound
+        if self.meta_path(vs.img_uuid, vs.vol_uuid).exists() or \
+                self.path(vs.img_uuid, vs.vol_uuid).exists():
+            raise VolumeAlreadyExists(f"Volume {vs.vol_uuid} already exists")
+        if vs.parent != sc.BLANK_UUID:
+            parent_md = self.metadata(vs.img_uuid, vs.parent)
+            if vs.capacity < parent_md.capacity:
+                raise invalid_parameter("size", "smaller than the parent volume")
+
+    def create_image_dir(self, spec: dict[str, Any]) -> None:
+        with _creating(spec):
+            try:
+                self.domain.image_dir(spec["img_uuid"]).mkdir(mode=0o755)
+            except FileExistsError:
+                return
+            fsync_dir(self.domain.images_dir)  # a new image survives a power loss
+
+    def remove_image_dir_if_empty(self, spec: dict[str, Any]) -> None:
+        try:
+            self.domain.image_dir(spec["img_uuid"]).rmdir()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY):
+                raise
+
+    def create_metadata(self, spec: dict[str, Any]) -> None:
+        vs = VolumeSpec(**spec)
+        parent_md = None
+        if vs.parent != sc.BLANK_UUID:
+            parent_md = self.metadata(vs.img_uuid, vs.parent)
+        md = VolumeMetadata(
+            domain=self.domain.sd_uuid, image=vs.img_uuid, parent=vs.parent,
+            capacity=vs.capacity, format=vs.format, type=vs.allocation,
+            voltype=sc.LEAF_VOL, disktype=vs.disktype, description=vs.description,
+            legality=sc.ILLEGAL_VOL, ctime=int(time.time()),
+            sequence=(parent_md.sequence + 1) if parent_md else 0,
+        )
+        with _creating(spec):  # made durable by the LEGAL write that ends the plan
+            self._write_metadata(vs.img_uuid, vs.vol_uuid, md, durable=False)
+
+    def remove_metadata(self, spec: dict[str, Any]) -> None:
+        meta = self.meta_path(spec["img_uuid"], spec["vol_uuid"])
+        _unlink(meta.with_name(meta.name + ".new"))  # write_atomically's temporary file
+        _unlink(meta)
+
+    def create_volume_data(self, spec: dict[str, Any]) -> None:
+        vs = VolumeSpec(**spec)
+        parent_md = self.metadata(vs.img_uuid, vs.parent) if vs.parent != sc.BLANK_UUID \
+            else None
+        path = self.path(vs.img_uuid, vs.vol_uuid)
+        with _creating(spec):
+            self._create_data(vs, path, parent_md)
+            os.chmod(path, sc.FILE_VOLUME_PERMISSIONS)
+
+    def remove_volume_data(self, spec: dict[str, Any]) -> None:
+        _unlink(self.path(spec["img_uuid"], spec["vol_uuid"]))
+
+    def create_lease(self, spec: dict[str, Any]) -> None:
+        disk = self.lease_disk(spec["img_uuid"], spec["vol_uuid"])
+        with _creating(spec):
+            _create_empty(disk.path)
+        if self.domain.locks is not None:
+            self.domain.locks.format_lease(spec["vol_uuid"], disk)
+            _fsync(disk.path)  # sanlock's direct writes grew the file: its size too
+
+    def remove_lease(self, spec: dict[str, Any]) -> None:
+        _unlink(self.lease_disk(spec["img_uuid"], spec["vol_uuid"]).path)
+
+    def create_data_and_lease(self, spec: dict[str, Any]) -> None:
+        """qemu-img makes the data while sanlock formats the lease: both mostly wait on I/O
+        (the lease, 1 MiB written directly, costs about as much as the image)."""
+        if self.domain.locks is None:  # nothing to overlap: an empty file
+            self.create_volume_data(spec)
+            self.create_lease(spec)
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="qemu-img") as pool:
+            data = pool.submit(self.create_volume_data, spec)
+            try:
+                self.create_lease(spec)
+            finally:
+                data.result()  # its error first: the lease's is often a consequence
+
+    def remove_data_and_lease(self, spec: dict[str, Any]) -> None:
+        self.remove_lease(spec)
+        self.remove_volume_data(spec)
+
+    def mark_parent_internal(self, spec: dict[str, Any]) -> None:
+        if self.metadata(spec["img_uuid"], spec["parent"]).voltype == sc.LEAF_VOL:
+            self._set_voltype(spec["img_uuid"], spec["parent"], sc.INTERNAL_VOL)
+
+    def restore_parent_leaf(self, spec: dict[str, Any]) -> None:
+        """The parent is a leaf again unless another volume than this one builds on it."""
+        img, parent = spec["img_uuid"], spec["parent"]
+        if not self.meta_path(img, parent).exists():
+            return
+        others = [v for v in self.children(img, parent) if v != spec["vol_uuid"]]
+        if not others and self.metadata(img, parent).voltype == sc.INTERNAL_VOL:
+            self._set_voltype(img, parent, sc.LEAF_VOL)
+
+    def set_legal(self, spec: dict[str, Any]) -> None:
+        self.update(spec["img_uuid"], spec["vol_uuid"], legality=sc.LEGAL_VOL)
 
     def _create_data(self, spec: VolumeSpec, path: Path, parent: VolumeMetadata | None) -> None:
         fmt = QEMU_FORMAT[spec.format]
@@ -215,41 +318,111 @@ class Volumes:
     # -- change --------------------------------------------------------------------------
 
     def extend(self, img_uuid: str, vol_uuid: str, new_size: int) -> VolumeMetadata:
+        run_inline(lambda _target: self, self.extend_plan(img_uuid, vol_uuid, new_size),
+                   "extendVolumeSize")
+        return self.metadata(img_uuid, vol_uuid)
+
+    def extend_plan(self, img_uuid: str, vol_uuid: str, new_size: int) -> list[Step]:
+        """Under the volume's lease; committed once the resize begins (it cannot be undone)."""
+        args = {"img_uuid": img_uuid, "vol_uuid": vol_uuid, "new_size": new_size}
+        if not self.check_extend(img_uuid, vol_uuid, new_size):
+            return []
+        steps = [Step(self.target, "check_extend", args)]
+        if self.domain.locks is not None:
+            steps.append(Step(self.target, "acquire_lease", args, undo="release_lease"))
+        steps += [Step(self.target, "resize_data", args, forward=True),
+                  Step(self.target, "set_capacity", args, forward=True)]
+        if self.domain.locks is not None:
+            steps.append(Step(self.target, "release_lease", args, forward=True))
+        return steps
+
+    def check_extend(self, img_uuid: str, vol_uuid: str, new_size: int) -> bool:
+        """Whether there is anything to do; raises if the extension is not allowed."""
         md = self.metadata(img_uuid, vol_uuid)
         if new_size % 512 or new_size < md.capacity:
             raise invalid_parameter("newSize", f"must grow the volume ({md.capacity} bytes) "
                                     f"in multiples of 512: {new_size}")
         if new_size == md.capacity:
-            return md
+            return False
         if md.voltype != sc.LEAF_VOL:
             raise VolumeExtendingError(f"volume {vol_uuid} is not a leaf")
+        return True
+
+    def acquire_lease(self, img_uuid: str, vol_uuid: str, **_: Any) -> None:
+        if self.domain.locks is not None:
+            self.domain.locks.acquire(vol_uuid, self.lease_disk(img_uuid, vol_uuid))
+
+    def release_lease(self, img_uuid: str, vol_uuid: str, **_: Any) -> None:
+        """Release if this process holds it (after a restart sanlock already freed it)."""
+        locks = self.domain.locks
+        if locks is not None and (locks.sd_uuid, vol_uuid) in locks.sanlock.held():
+            locks.release(vol_uuid, self.lease_disk(img_uuid, vol_uuid))
+
+    def resize_data(self, img_uuid: str, vol_uuid: str, new_size: int) -> None:
+        md = self.metadata(img_uuid, vol_uuid)
         qemuimg.resize(self.path(img_uuid, vol_uuid), QEMU_FORMAT[md.format], new_size,
                        error=VolumeExtendingError, timeout=self.qemu_timeout)
-        return self.update(img_uuid, vol_uuid, capacity=new_size)
+
+    def set_capacity(self, img_uuid: str, vol_uuid: str, new_size: int) -> None:
+        self.update(img_uuid, vol_uuid, capacity=new_size)
 
     def set_legality(self, img_uuid: str, vol_uuid: str, legality: str) -> VolumeMetadata:
         if legality not in (sc.LEGAL_VOL, sc.ILLEGAL_VOL):
             raise invalid_parameter("legality", f"must be LEGAL or ILLEGAL: {legality}")
         return self.update(img_uuid, vol_uuid, legality=legality)
 
+    # -- delete --------------------------------------------------------------------------
+
     def delete(self, img_uuid: str, vol_uuid: str) -> None:
         """Remove a leaf (or a lone) volume; its parent becomes the leaf again."""
+        run_inline(lambda _target: self, self.delete_plan(img_uuid, vol_uuid), "deleteVolume")
+
+    def delete_plan(self, img_uuid: str, vol_uuid: str) -> list[Step]:
+        """ILLEGAL first (undone by restoring the legality), then removal, only ever completed."""
+        md = self.check_delete(img_uuid, vol_uuid)
+        args = {"img_uuid": img_uuid, "vol_uuid": vol_uuid, "parent": md.parent,
+                "legality": md.legality}
+        return [Step(self.target, "check_delete", {"img_uuid": img_uuid, "vol_uuid": vol_uuid}),
+                Step(self.target, "mark_illegal", args, undo="restore_legality"),
+                Step(self.target, "remove_volume", args, forward=True)]
+
+    def check_delete(self, img_uuid: str, vol_uuid: str) -> VolumeMetadata:
         md = self.metadata(img_uuid, vol_uuid)
         if md.voltype == sc.SHARED_VOL:
             raise CannotDeleteVolume(f"volume {vol_uuid} is a shared template volume")
         kids = self.children(img_uuid, vol_uuid)
         if kids:
             raise CannotDeleteVolume(f"volume {vol_uuid} has children: {', '.join(kids)}")
-        # Illegal first: if we die half way, what remains is never used.
+        return md
+
+    def mark_illegal(self, img_uuid: str, vol_uuid: str, **_: Any) -> None:
         self.update(img_uuid, vol_uuid, legality=sc.ILLEGAL_VOL)
+
+    def restore_legality(self, img_uuid: str, vol_uuid: str, legality: str, **_: Any) -> None:
+        if self.meta_path(img_uuid, vol_uuid).exists():
+            self.update(img_uuid, vol_uuid, legality=legality)
+
+    def remove_volume(self, img_uuid: str, vol_uuid: str, parent: str, **_: Any) -> None:
+        """Idempotent: a re-run after a crash finishes what the first run began."""
         _unlink(self.path(img_uuid, vol_uuid))
         _unlink(self.lease_disk(img_uuid, vol_uuid).path)
-        _unlink(self.meta_path(img_uuid, vol_uuid))
-        if md.parent != sc.BLANK_UUID:
-            self.update(img_uuid, md.parent, voltype=sc.LEAF_VOL)
+        self.remove_metadata({"img_uuid": img_uuid, "vol_uuid": vol_uuid})
+        if parent != sc.BLANK_UUID and self.meta_path(img_uuid, parent).exists():
+            self.restore_parent_leaf({"img_uuid": img_uuid, "vol_uuid": vol_uuid,
+                                      "parent": parent})
         log.info("deleted volume %s/%s of domain %s", img_uuid, vol_uuid, self.domain.sd_uuid)
         if not self.domain.volumes(img_uuid):
             shutil.rmtree(self.domain.image_dir(img_uuid), ignore_errors=True)
+
+
+@contextmanager
+def _creating(spec: dict[str, Any]) -> Iterator[None]:
+    """File errors of a create step as VDSM's codes (397 when the domain is full)."""
+    try:
+        yield
+    except OSError as exc:
+        cls = NoSpaceLeftOnDomain if exc.errno == errno.ENOSPC else VolumeCreationError
+        raise cls(f"cannot create volume {spec['vol_uuid']}: {exc.strerror}") from None
 
 
 def _unlink(path: Path) -> None:
@@ -257,6 +430,14 @@ def _unlink(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _create_empty(path: Path) -> None:

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from network.service import NetworkService
+from storage import vm_support
 from storage.service import StorageService
 from vdsm_py import __version__
 from vdsm_py.api.host import HostApi
 from vdsm_py.api.host_vms import HostVmsApi
+from vdsm_py.api.lease import LeaseApi
 from vdsm_py.api.storage import register_all as register_storage_verbs
 from vdsm_py.api.vm import VmApi
 from vdsm_py.config import Config
@@ -160,8 +162,8 @@ class Daemon:
         self._cleanups.append(lambda: hooks.run("after_vdsm_stop"))
         host_api = await self._build_host(dispatcher, executor, hooks)
         await self._build_network(dispatcher, executor, host_api, hooks)
-        await self._build_storage(dispatcher, executor)
-        await self._build_virt(dispatcher, executor, hooks, host_api)
+        storage = await self._build_storage(dispatcher, executor)
+        await self._build_virt(dispatcher, executor, hooks, host_api, storage)
 
     async def _build_host(
         self, dispatcher: Dispatcher, executor: Executor, hooks: HookRunner
@@ -184,16 +186,24 @@ class Daemon:
         dispatcher.on_activity(net.on_activity)  # any call may confirm connectivity
         host_api.add_caps_contributor(net.capabilities)
 
-    async def _build_storage(self, dispatcher: Dispatcher, executor: Executor) -> None:
+    async def _build_storage(self, dispatcher: Dispatcher, executor: Executor) -> StorageService:
         storage = StorageService.build(self.config, executor, self.events)
+        vm_support.register(storage)  # VM leases as SPM task steps
         await storage.start()
         self._cleanups.append(storage.stop)
         register_storage_verbs(dispatcher, storage)
+        dispatcher.register("Lease", LeaseApi(storage))
+        return storage
 
     async def _build_virt(
-        self, dispatcher: Dispatcher, executor: Executor, hooks: HookRunner, host_api: HostApi
+        self, dispatcher: Dispatcher, executor: Executor, hooks: HookRunner, host_api: HostApi,
+        storage: StorageService,
     ) -> None:
-        vms = VmManager.build(self.config.virt, executor, self.events, hooks)
+        # VM disks and leases reach storage only through this adapter (DriveStorage)
+        drive_storage = vm_support.VmDriveStorage(storage)
+        self._cleanups.append(drive_storage.release_all)  # runs after vms.stop, before storage
+        vms = VmManager.build(self.config.virt, executor, self.events, hooks,
+                              storage=drive_storage)
         await vms.start()  # connects to libvirt; recovery adopts the running VMs later
         self._cleanups.append(vms.stop)  # stops watching; never touches the VMs
         dispatcher.register("VM", VmApi(vms))

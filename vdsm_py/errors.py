@@ -350,6 +350,12 @@ class AcquireLockFailure(StorageError):
     default_message = "Could not acquire resource"
 
 
+class VmLeaseHeld(AcquireLockFailure):
+    """A VM lease another host holds (the VM runs there); same wire code as its parent."""
+
+    default_message = "VM lease is held by another host"
+
+
 class SpmStopError(StorageError):
     code = 653
     default_message = "Error stopping SPM"
@@ -393,6 +399,112 @@ class MetaDataSealIsBroken(StorageError):
 class NoSuchLease(StorageError):
     code = 936
     default_message = "No such lease"
+
+
+# image copy / merge / domain format (images helper)
+
+
+class SharedVolumeNonWritable(StorageError):
+    code = 219
+    default_message = "Shared volume is non-writable"
+
+
+class MergeSnapshotsError(StorageError):
+    code = 252
+    default_message = "Error merging snapshots"
+
+
+class SourceImageActionError(StorageError):
+    code = 259
+    default_message = "Error during source image manipulation"
+
+
+class DestImageActionError(StorageError):
+    code = 260
+    default_message = "Error during destination image manipulation"
+
+
+class CopyImageError(StorageError):
+    code = 261
+    default_message = "low level Image copy failed"
+
+
+class StorageDomainActionError(StorageError):
+    code = 350
+    default_message = "Error in storage domain action"
+
+
+class StorageDomainActive(StorageError):
+    code = 382
+    default_message = "Storage domain is active"
+
+
+class CannotFormatAttachedStorageDomain(StorageError):
+    code = 391
+    default_message = "Cannot format attached storage domain"
+
+
+class CannotFormatStorageDomainInConnectedPool(StorageError):
+    code = 392
+    default_message = "Cannot format storage domain in connected pool"
+
+
+class WrongParentVolume(StorageError):
+    code = 921
+    default_message = "Wrong parent volume"
+
+
+class MiscDirCleanupFailure(StorageError):
+    code = 2008
+    default_message = "Directory cleanup failure"
+
+# --- SPM tasks (VDSM storage/exception.py, common/exception.py) --------------------------
+
+
+class UnknownTask(VdsmError):
+    code = 401
+    default_message = "Task id unknown"
+
+
+class TaskClearError(VdsmError):
+    code = 402
+    default_message = "Could not clear task"
+
+
+class TaskNotFinished(VdsmError):
+    code = 403
+    default_message = "Task not finished"
+
+
+class AddTaskError(VdsmError):
+    code = 405
+    default_message = "TaskManager error, unable to add task"
+
+
+class TaskInProgress(VdsmError):
+    code = 406
+    default_message = "Running Task in progress"
+
+
+class TaskMetaDataSaveError(VdsmError):
+    code = 407
+    default_message = "Can't save Task Metadata"
+
+
+class TaskMetaDataLoadError(VdsmError):
+    code = 408
+    default_message = "Can't load Task Metadata"
+
+
+class TaskAborted(VdsmError):
+    code = 411
+    default_message = "Task is aborted"
+
+
+class ActionStopped(VdsmError):
+    code = 443
+    default_message = "Action was stopped"
+
 
 def missing_parameter(name: str) -> MissingParameter:
     return MissingParameter(f"Missing required parameter: {name}", data={"param": name})

@@ -22,7 +22,7 @@ from vdsm_py.rpc.schema import SCHEMA_DIR, Schema
 
 CTX = CallContext(client_id="c", peer="127.0.0.1:1", flow_id="flow-storage")
 FILES = ("host_storage.yml", "storage_domain.yml", "storage_pool.yml",
-         "storage_volume.yml", "storage_image.yml")
+         "storage_volume.yml", "storage_image.yml", "storage_task.yml")
 SP = "0a1b2c3d-aaaa-4a1e-8a53-0d1f2c3b4a5d"
 SD = "1b2c3d4e-bbbb-4b2f-9b64-1e2a3d4c5b6e"
 IMG = "2c3d4e5f-cccc-4c30-8c75-2f3b4e5d6c7f"
@@ -50,6 +50,22 @@ class Client:
         answer = await self.call(method, **params)
         assert "error" in answer, answer
         return answer["error"]["code"]
+
+    async def task(self, method: str, **params) -> dict:
+        """Run an SPM task verb and wait for its end; return its final TaskStatus."""
+        task_id = await self.ok(method, **params)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 120
+        while (status := await self.ok("Task.getStatus", taskID=task_id))["taskState"] \
+                != "finished":
+            assert loop.time() < deadline, status
+            await asyncio.sleep(0.05)
+        return status
+
+    async def task_ok(self, method: str, **params) -> None:
+        status = await self.task(method, **params)
+        assert status["taskResult"] == "success", status
+        await self.ok("Task.clear", taskID=status["taskID"])
 
 
 @pytest.fixture
@@ -112,8 +128,8 @@ async def test_domain_pool_spm_volume_lifecycle(env):
     assert await client.error("Volume.create", volumeID=V1, **vol) == 654
     spm = await client.ok("StoragePool.spmStart", storagepoolID=SP)
     assert spm == {"spmStatus": "SPM", "spmLver": 0, "spmId": 1}
-    await client.ok("Volume.create", volumeID=V1, **vol)
-    await client.ok("Volume.create", volumeID=V2, srcVolUUID=V1, **vol)
+    await client.task_ok("Volume.create", volumeID=V1, **vol)
+    await client.task_ok("Volume.create", volumeID=V2, srcVolUUID=V1, **vol)
     assert await client.ok("StorageDomain.getVolumes", storagedomainID=SD, imageID=IMG) \
         == [V1, V2]
     ids = {"storagepoolID": SP, "storagedomainID": SD, "imageID": IMG}
@@ -123,10 +139,11 @@ async def test_domain_pool_spm_volume_lifecycle(env):
     assert os.path.exists(prepared["path"])
     assert [v["volumeID"] for v in prepared["imgVolumesInfo"]] == [V1, V2]
     await client.ok("Image.teardown", **ids)
-    await client.ok("Volume.extendSize", volumeID=V2, newSize=str(128 << 20), **ids)
+    await client.task_ok("Volume.extendSize", volumeID=V2, newSize=str(128 << 20), **ids)
     assert (await client.ok("Volume.getInfo", volumeID=V2, **ids))["capacity"] == str(128 << 20)
     assert await client.error("Volume.delete", volumeID=V1, **ids) == 222
-    await client.ok("Volume.delete", volumeID=V2, **ids)
+    await client.task_ok("Volume.delete", volumeID=V2, **ids)
+    assert await client.ok("Host.getAllTasksStatuses") == {}
     await client.ok("Image.delete", **ids)
     assert await client.ok("StorageDomain.getImages", storagedomainID=SD) == []
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from storage import constants as sc
+from storage import image_copy, image_merge
 from storage.connections import ConnectionSpec
 from storage.domain import DomainSpec
 from storage.service import StorageService
@@ -117,6 +118,10 @@ class StorageDomainApi:
     async def deactivate(self, storagedomain_id: str) -> None:
         await self.service.deactivate_domain(check_uuid("storagedomainID", storagedomain_id))
 
+    async def format(self, storagedomain_id: str, auto_detach: bool = False) -> None:
+        await self.service.format_domain(check_uuid("storagedomainID", storagedomain_id),
+                                         bool(auto_detach))
+
 
 def _ids(sd: str, sp: str, img: str, vol: str | None = None) -> None:
     check_uuid("storagedomainID", sd)
@@ -132,7 +137,7 @@ class VolumeApi:
 
     async def create(self, volume_id: str, storagepool_id: str, storagedomain_id: str,
                      image_id: str, size: str, vol_format: int, preallocate: int,
-                     disk_type: str, desc: str, src_vol_uuid: str) -> None:
+                     disk_type: str, desc: str, src_vol_uuid: str) -> str:
         _ids(storagedomain_id, storagepool_id, image_id, volume_id)
         check_uuid("srcVolUUID", src_vol_uuid)
         if vol_format not in sc.VOLUME_FORMATS:
@@ -142,7 +147,8 @@ class VolumeApi:
         spec = VolumeSpec(image_id, volume_id, check_int("size", size, minimum=1),
                           sc.VOLUME_FORMATS[vol_format], sc.ALLOCATIONS[preallocate],
                           disktype=disk_type, description=desc, parent=src_vol_uuid)
-        await self.service.create_volume(storagedomain_id, storagepool_id, spec)
+        return await self.service.volume_task(storagedomain_id, storagepool_id, "createVolume",
+                                              lambda v: v.create_plan(spec), image_id)
 
     async def get_info(self, volume_id: str, storagepool_id: str, storagedomain_id: str,
                        image_id: str) -> dict[str, Any]:
@@ -158,17 +164,19 @@ class VolumeApi:
             storagedomain_id, storagepool_id, lambda v: v.size(image_id, volume_id))
 
     async def delete(self, volume_id: str, storagepool_id: str, storagedomain_id: str,
-                     image_id: str) -> None:
+                     image_id: str) -> str:
         _ids(storagedomain_id, storagepool_id, image_id, volume_id)
-        await self.service.volume_call(storagedomain_id, storagepool_id,
-                                       lambda v: v.delete(image_id, volume_id), write=True)
+        return await self.service.volume_task(
+            storagedomain_id, storagepool_id, "deleteVolume",
+            lambda v: v.delete_plan(image_id, volume_id), image_id)
 
     async def extend_size(self, volume_id: str, storagepool_id: str, storagedomain_id: str,
-                          image_id: str, new_size: str) -> None:
+                          image_id: str, new_size: str) -> str:
         _ids(storagedomain_id, storagepool_id, image_id, volume_id)
         size = check_int("newSize", new_size, minimum=1)
-        await self.service.volume_call(storagedomain_id, storagepool_id,
-                                       lambda v: v.extend(image_id, volume_id, size), write=True)
+        return await self.service.volume_task(
+            storagedomain_id, storagepool_id, "extendVolumeSize",
+            lambda v: v.extend_plan(image_id, volume_id, size), image_id)
 
     async def set_legality(self, volume_id: str, storagepool_id: str, storagedomain_id: str,
                            image_id: str, legality: str) -> None:
@@ -176,6 +184,33 @@ class VolumeApi:
         await self.service.volume_call(
             storagedomain_id, storagepool_id,
             lambda v: v.set_legality(image_id, volume_id, legality), write=True)
+
+    async def copy(self, volume_id: str, storagepool_id: str, storagedomain_id: str,
+                   image_id: str, dst_sd_uuid: str, dst_img_uuid: str, dst_vol_uuid: str,
+                   desc: str = "", vol_type: int = 6, vol_format: int = 0,
+                   preallocate: int = 0, post_zero: bool = False, force: bool = False,
+                   discard: bool = False) -> str:
+        _ids(storagedomain_id, storagepool_id, image_id, volume_id)
+        check_uuid("dstSdUUID", dst_sd_uuid)
+        check_uuid("dstImgUUID", dst_img_uuid)
+        check_uuid("dstVolUUID", dst_vol_uuid)
+        if vol_type not in VOLUME_ROLES:
+            raise invalid_parameter("volType", "6 (SHARED, a template) or 8 (LEAF)")
+        if vol_format not in (0, *sc.VOLUME_FORMATS):
+            raise invalid_parameter("volFormat", "0 (as the source), 4 (COW) or 5 (RAW)")
+        if preallocate not in (0, *sc.ALLOCATIONS):
+            raise invalid_parameter("preallocate", "0 (as the source), 1 or 2")
+        dst_sd = storagedomain_id if dst_sd_uuid == sc.BLANK_UUID else dst_sd_uuid
+        return await self.service.image_task(
+            storagedomain_id, storagepool_id, dst_sd, "copyImage",
+            lambda src, dst: image_copy.copy_collapsed_plan(
+                src, image_id, volume_id, dst, dst_img_uuid, dst_vol_uuid, description=desc,
+                vol_type=VOLUME_ROLES[vol_type], vol_format=sc.VOLUME_FORMATS.get(vol_format),
+                allocation=sc.ALLOCATIONS.get(preallocate), force=bool(force)),
+            [f"{storagedomain_id}/{image_id}", f"{dst_sd}/{dst_img_uuid}"])
+
+
+VOLUME_ROLES = {6: sc.SHARED_VOL, 8: sc.LEAF_VOL}  # VDSM's volType numbers
 
 
 class ImageApi:
@@ -199,6 +234,38 @@ class ImageApi:
         await self.service.image_call(storagedomain_id, storagepool_id,
                                       lambda i: i.delete(image_id), write=True)
 
+    async def clone_structure(self, image_id: str, storagepool_id: str,
+                              storagedomain_id: str, dst_sd_uuid: str) -> str:
+        _ids(storagedomain_id, storagepool_id, image_id)
+        check_uuid("dstSdUUID", dst_sd_uuid)
+        return await self.service.image_task(
+            storagedomain_id, storagepool_id, dst_sd_uuid, "cloneImageStructure",
+            lambda src, dst: image_copy.clone_structure_plan(src, image_id, dst.volumes),
+            [f"{storagedomain_id}/{image_id}", f"{dst_sd_uuid}/{image_id}"])
+
+    async def move(self, image_id: str, storagepool_id: str, storagedomain_id: str,
+                   dst_sd_uuid: str, operation: int, post_zero: bool = False,
+                   force: bool = False, discard: bool = False) -> str:
+        _ids(storagedomain_id, storagepool_id, image_id)
+        check_uuid("dstSdUUID", dst_sd_uuid)
+        if operation not in (image_copy.COPY_OP, image_copy.MOVE_OP):
+            raise invalid_parameter("operation", "1 (COPY) or 2 (MOVE)")
+        return await self.service.image_task(
+            storagedomain_id, storagepool_id, dst_sd_uuid, "moveImage",
+            lambda src, dst: image_copy.copy_image_plan(src, image_id, dst, operation=operation,
+                                                        force=bool(force)),
+            [f"{storagedomain_id}/{image_id}", f"{dst_sd_uuid}/{image_id}"])
+
+    async def merge(self, image_id: str, storagepool_id: str, storagedomain_id: str,
+                    base_vol_uuid: str, top_vol_uuid: str) -> str:
+        _ids(storagedomain_id, storagepool_id, image_id, base_vol_uuid)
+        check_uuid("topVolUUID", top_vol_uuid)
+        return await self.service.image_task(
+            storagedomain_id, storagepool_id, storagedomain_id, "mergeSnapshots",
+            lambda images, _same: image_merge.merge_plan(images, image_id, base_vol_uuid,
+                                                         top_vol_uuid),
+            [f"{storagedomain_id}/{image_id}"])
+
 
 class HostStorageApi:
     """The ``Host`` verbs about storage (the namespace is shared with other domains)."""
@@ -212,6 +279,31 @@ class HostStorageApi:
     async def get_storage_repo_stats(self) -> dict[str, Any]:
         return self.service.repo_stats()  # from memory: cheap, on the loop
 
+    async def get_all_tasks_statuses(self) -> dict[str, Any]:
+        return self.service.all_tasks(lambda m: m.all_statuses())
+
+    async def get_all_tasks_info(self) -> dict[str, Any]:
+        return self.service.all_tasks(lambda m: m.all_info())
+
+
+class TaskApi:
+    """The SPM's tasks (answered from memory, except clear which removes the records)."""
+
+    def __init__(self, service: StorageService) -> None:
+        self.service = service
+
+    async def get_status(self, task_id: str) -> dict[str, Any]:
+        return self.service.task_call(task_id, lambda m: m.status(task_id))
+
+    async def get_info(self, task_id: str) -> dict[str, str]:
+        return self.service.task_call(task_id, lambda m: m.info(task_id))
+
+    async def stop(self, task_id: str) -> None:
+        self.service.task_call(task_id, lambda m: m.stop(task_id))
+
+    async def clear(self, task_id: str) -> None:
+        await self.service.clear_task(task_id)
+
 
 def register_all(dispatcher: Any, service: StorageService) -> None:
     """Bind every storage verb (the daemon's composition root calls this once)."""
@@ -220,3 +312,4 @@ def register_all(dispatcher: Any, service: StorageService) -> None:
     dispatcher.register("Volume", VolumeApi(service))
     dispatcher.register("Image", ImageApi(service))
     dispatcher.register("Host", HostStorageApi(service))
+    dispatcher.register("Task", TaskApi(service))

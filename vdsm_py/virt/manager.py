@@ -39,6 +39,7 @@ from vdsm_py.virt import (
     powerdown,
     recovery,
     report,
+    storage_drives,
     ticket,
 )
 from vdsm_py.virt.libvirtconn import LibvirtConnection, message
@@ -67,8 +68,10 @@ class VmManager:
         events: EventBus,
         config: VirtConfig,
         hooks: HookRunner | None = None,
+        storage: storage_drives.DriveStorage | None = None,
     ) -> None:
         self.svc = Services(conn, config, hooks)
+        self.drives = storage_drives.VmStorage(storage)  # prepared drives and VM leases
         self.config = config
         self.executor = executor
         self.events = events
@@ -79,9 +82,10 @@ class VmManager:
 
     @classmethod
     def build(cls, config: VirtConfig, executor: Executor, events: EventBus,
-              hooks: HookRunner | None = None) -> VmManager:
+              hooks: HookRunner | None = None,
+              storage: storage_drives.DriveStorage | None = None) -> VmManager:
         conn = LibvirtConnection(config.libvirt_uri, executor, timeout=config.libvirt_timeout)
-        return cls(conn, executor, events, config, hooks)
+        return cls(conn, executor, events, config, hooks, storage)
 
     # -- life of the subsystem -------------------------------------------------------------
 
@@ -132,6 +136,8 @@ class VmManager:
                   powering_up_timeout=self.config.powering_up_timeout, **kw)
 
     def _on_change(self, vm: Vm) -> None:
+        if vm.is_down:
+            self.drives.detach_soon(vm.id)  # its drives and leases go back to storage
         if vm.is_down and vm.start_error and vm.create_waiting:
             return  # the creator answers with the error; nothing to announce
         self.events.publish(f"|virt|VM_status|{vm.id}", {vm.id: vm.event_params()})
@@ -153,6 +159,19 @@ class VmManager:
         self.vms[vm.id] = vm
         log.info("vmId=%s: adopted %s VM %r (%s)", vm.id,
                  "external" if vm.external else "our", vm.name, vm.status)
+        if self.drives.storage is not None and info.meta is not None and \
+                storage_drives.meta_references_storage(info.meta):
+            self._spawn(self._adopt_storage(vm), f"adopt-storage-{vm.id}")
+
+    async def _adopt_storage(self, vm: Vm) -> None:
+        """Re-take an adopted VM's leases; if another host took one, this copy must go."""
+        if await self.drives.adopt(vm.id, vm.meta):
+            return
+        log.error("vmId=%s: its VM lease is held by another host now; destroying this copy",
+                  vm.id)
+        vm.set_down(ExitCode.ERROR, ExitReason.GENERIC_ERROR,
+                    "VM lease held by another host: the VM runs there")
+        await self._kill_stray(vm.id)
 
     # -- libvirt events (EventListener) -----------------------------------------------
 
@@ -281,6 +300,8 @@ class VmManager:
                 defn.meta.values["launchPaused"] = params["launchPaused"] in (True, "true")
         else:
             defn = domxml.build(parse_vm_params(vm_id, params), self.config)
+            storage_drives.add_leases(defn.root, defn.meta, storage_drives.plain_leases(params))
+        self.drives.check(defn.root, defn.meta)
         domxml.stamp_start(defn)
         vm = self._new_vm(vm_id, defn.name, defn.meta,
                           start_time=defn.meta.get_float("startTime"))
@@ -289,7 +310,7 @@ class VmManager:
         answer = {**vm.status_dict(), "vmName": vm.name}
         await vm.lock.acquire()  # free: the VM is brand new
         vm.create_waiting = True
-        task = self._spawn(lifecycle.start(self.svc, vm, defn), f"start-{vm_id}")
+        task = self._spawn(self._start(vm, defn), f"start-{vm_id}")
         try:
             if self.config.create_error_wait > 0:
                 await asyncio.wait({task}, timeout=self.config.create_error_wait)
@@ -298,8 +319,23 @@ class VmManager:
         if task.done() and vm.start_error is not None:
             if self.vms.get(vm_id) is vm:
                 del self.vms[vm_id]
+            await self.drives.detach(vm_id)
             raise vm.start_error
         return answer
+
+    async def _start(self, vm: Vm, defn: domxml.Definition) -> None:
+        """The start task: storage drives and VM leases first, then libvirt."""
+        try:
+            await self.drives.attach(vm.id, defn.root, defn.meta)
+        except BaseException as exc:
+            vm.lock.release()
+            if not isinstance(exc, VdsmError):
+                raise
+            log.warning("vmId=%s: start failed: %s", vm.id, exc)
+            vm.start_error = exc
+            vm.set_down(ExitCode.ERROR, ExitReason.GENERIC_ERROR, exc.message)
+            return
+        await lifecycle.start(self.svc, vm, defn)
 
     async def destroy(self, vm_id: str, graceful_attempts: int = 1) -> None:
         vm = self.get(vm_id)
@@ -316,6 +352,7 @@ class VmManager:
                 raise
             vm.cancel_timers()
             del self.vms[vm_id]
+        await self.drives.detach(vm_id)
 
     # -- operations under the VM's lock ----------------------------------------------
 

@@ -38,7 +38,8 @@ DISK_IFACES = ("virtio", "ide", "scsi", "sata", "fdc")
 DISK_FORMATS = {"raw": "raw", "cow": "qcow2", "qcow2": "qcow2"}
 GRAPHICS = {"vnc": "vnc", "spice": "spice", "qxl": "spice"}
 VIDEO_MODELS = ("vga", "cirrus", "qxl", "virtio", "bochs", "none")
-DEVICE_TYPES = ("disk", "interface", "graphics", "video", "console", "balloon", "rng")
+DEVICE_TYPES = ("disk", "interface", "graphics", "video", "console", "balloon", "rng", "lease")
+STORAGE_KEYS = ("domainID", "imageID", "volumeID")  # a disk that is a storage volume
 
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 _DEV_NAME = re.compile(r"[a-z]{2,3}[a-z]{1,3}")
@@ -186,11 +187,14 @@ def parse_nic(params: Mapping[str, Any], path: str) -> NicSpec:
     )
 
 
-def parse_disk(params: Mapping[str, Any], path: str, *, q35: bool = False) -> DiskSpec:
+def parse_disk(params: Mapping[str, Any], path: str, *, q35: bool = False,
+               on_storage_ok: bool = False) -> DiskSpec:
+    """One disk; with ``on_storage_ok`` (VM.create) a storage volume needs no ``path``."""
     params = require_mapping(params, path)
     device = get_choice(params, "device", path, DISK_DEVICES, "disk") or "disk"
     disk_path = get_str(params, "path", path, default="", max_len=4096) or ""
-    if device != "cdrom" and not disk_path:
+    on_storage = on_storage_ok and any(params.get(k) for k in STORAGE_KEYS)  # prepared later
+    if device != "cdrom" and not disk_path and not on_storage:
         raise missing_parameter(field_path(path, "path"))
     if disk_path and not disk_path.startswith("/"):
         raise invalid_parameter(field_path(path, "path"), "must be an absolute path")
@@ -263,7 +267,7 @@ def _parse_devices(params: Mapping[str, Any], q35: bool) -> _Devices:
         if kind is None:
             raise missing_parameter(field_path(path, "type"))
         if kind == "disk":
-            out.disks.append(parse_disk(dev, path, q35=q35))
+            out.disks.append(parse_disk(dev, path, q35=q35, on_storage_ok=True))
         elif kind == "interface":
             out.nics.append(parse_nic(dev, path))
             out.nic_paths.append(path)
@@ -292,7 +296,7 @@ def _parse_devices(params: Mapping[str, Any], q35: bool) -> _Devices:
         for i, item in enumerate(extra):
             where = f"vmParams.{key}[{i}]"
             if parse:
-                out.disks.append(parse_disk(item, where, q35=q35))
+                out.disks.append(parse_disk(item, where, q35=q35, on_storage_ok=True))
             else:
                 out.nics.append(parse_nic(item, where))
                 out.nic_paths.append(where)

@@ -1,0 +1,220 @@
+"""What the VMs of this host take from storage: prepared drives and VM leases.
+
+Owns two things:
+
+- :class:`VmDriveStorage`, the adapter the daemon hands to the VM manager (it implements
+  :class:`vdsm_py.virt.storage_drives.DriveStorage`): ``prepare``/``teardown`` of a drive
+  through :class:`storage.image.Images` (the whole chain checked; an image used by several
+  drives of this host is torn down when the last one goes), the lookup of a VM lease in the
+  domain's ``xleases`` index, and its acquisition on sanlock by this daemon process.
+- :class:`VmLeases`, the SPM task target that adds and removes VM leases in ``xleases``
+  (``Lease.create``/``Lease.delete``), and the lease verbs' service calls.
+
+VM leases are acquired by the daemon process (see docs/ARCHITECTURE.md, "VM leases"): sanlock
+releases them when the daemon exits, and recovery takes them again. Every blocking call runs
+on the executor through the storage service.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from storage import constants as sc
+from storage.domain import FileStorageDomain
+from storage.sanlock_adapter import Disk
+from storage.service import StorageService
+from storage.tasks import Step
+from storage.validation import check_uuid
+from storage.volume import QEMU_FORMAT
+from storage.xleases import LeaseInfo, LeasesVolume
+from vdsm_py.errors import (
+    AcquireLockFailure,
+    NoSuchLease,
+    StorageError,
+    VdsmError,
+    VmLeaseHeld,
+)
+from vdsm_py.virt.storage_drives import DriveRef, LeaseRef, LeaseTarget, PreparedDrive
+
+log = logging.getLogger("vdsm_py.storage.vm")
+
+# sanlock's answers for a lease another host holds (SANLK_ACQUIRE_IDLIVE, _OWNED, busy)
+HELD_ELSEWHERE = (-243, -244, errno.EAGAIN, errno.EBUSY)
+TARGET_KIND = "xleases"
+
+
+def _leases_volume(dom: FileStorageDomain, io_timeout: int) -> LeasesVolume:
+    alignment = dom.locks.geometry.alignment if dom.locks else dom.geometry(io_timeout).alignment
+    return LeasesVolume(dom.md_dir / sc.XLEASES, dom.sd_uuid, alignment)
+
+
+class VmLeases:
+    """Step target (``xleases:<sdUUID>``): VM leases of one domain, on the SPM."""
+
+    STEP_ACTIONS = frozenset({"add", "remove"})
+
+    def __init__(self, dom: FileStorageDomain, io_timeout: int) -> None:
+        self.dom = dom
+        self.volume = _leases_volume(dom, io_timeout)
+
+    def check_new(self, lease_id: str) -> None:
+        if lease_id in self.volume.leases():
+            raise StorageError(f"Lease {lease_id} exists in domain {self.dom.sd_uuid}")
+
+    def add(self, lease_id: str) -> None:
+        """Format the sanlock resource, then record it (a re-run finds it recorded)."""
+        if lease_id in self.volume.leases():
+            return
+        locks = self.dom.locks
+        if locks is None:
+            raise StorageError("sanlock is not available on this host")
+        self.volume.add(lease_id, lambda info: locks.format_lease(
+            lease_id, Disk(info.path, info.offset)))
+
+    def remove(self, lease_id: str) -> None:
+        try:
+            self.volume.remove(lease_id)
+        except NoSuchLease:
+            pass  # never added, or removed already
+
+
+def register(service: StorageService) -> None:
+    """Let SPM tasks (and their recovery) reach :class:`VmLeases`."""
+    service.task_targets[TARGET_KIND] = lambda pool, sd: VmLeases(pool.domain(sd),
+                                                                  service.io_timeout)
+
+
+async def create_lease(service: StorageService, sd_id: str, lease_id: str) -> str:
+    """``Lease.create``: an SPM task adding the lease; its id."""
+    check_uuid("lease.sd_id", sd_id)
+    check_uuid("lease.lease_id", lease_id)
+
+    def plan(dom: FileStorageDomain) -> list[Step]:
+        VmLeases(dom, service.io_timeout).check_new(lease_id)
+        return [Step(target=f"{TARGET_KIND}:{sd_id}", action="add",
+                     args={"lease_id": lease_id}, undo="remove")]
+    return await service.spm_task(sd_id, None, "create_lease", plan, [f"{sd_id}/{lease_id}"])
+
+
+async def delete_lease(service: StorageService, sd_id: str, lease_id: str) -> str:
+    """``Lease.delete``: an SPM task removing the lease from the index; its id."""
+    check_uuid("lease.sd_id", sd_id)
+    check_uuid("lease.lease_id", lease_id)
+
+    def plan(dom: FileStorageDomain) -> list[Step]:
+        VmLeases(dom, service.io_timeout).volume.lookup(lease_id)  # 936 if unknown
+        return [Step(target=f"{TARGET_KIND}:{sd_id}", action="remove",
+                     args={"lease_id": lease_id}, forward=True)]
+    return await service.spm_task(sd_id, None, "delete_lease", plan, [f"{sd_id}/{lease_id}"])
+
+
+def _lookup(service: StorageService, sd_id: str, lease_id: str) -> LeaseInfo:
+    check_uuid("lease.sd_id", sd_id)
+    check_uuid("lease.lease_id", lease_id)
+    dom = service.find_domain(sd_id)
+    return _leases_volume(dom, service.io_timeout).lookup(lease_id)
+
+
+async def lease_info(service: StorageService, sd_id: str, lease_id: str) -> dict[str, Any]:
+    """``Lease.info``: where the lease lives (any host may ask)."""
+    info = await service.executor.run(_lookup, service, sd_id, lease_id,
+                                      timeout=service.call_timeout, name="Lease.info")
+    return {"sd_id": sd_id, "lease_id": lease_id, "path": str(info.path),
+            "offset": info.offset}
+
+
+class VmDriveStorage:
+    """The storage of this host as the VMs see it (``DriveStorage``)."""
+
+    def __init__(self, service: StorageService) -> None:
+        self.service = service
+        self._users: Counter[tuple[str, str]] = Counter()  # (sd, img) -> prepared drives
+        self._held: dict[LeaseRef, LeaseTarget] = {}  # VM leases this process holds
+        self._lock = threading.RLock()  # teardown unlinks under it
+
+    async def _run(self, fn: Any, name: str) -> Any:
+        return await self.service.executor.run(fn, timeout=self.service.call_timeout, name=name)
+
+    async def prepare(self, drive: DriveRef) -> PreparedDrive:
+        def prepare() -> PreparedDrive:
+            key = (drive.domain_id, drive.image_id)
+            with self._lock:  # counted first: a concurrent teardown keeps the link
+                self._users[key] += 1
+            try:
+                images = self.service.images(drive.domain_id)
+                result = images.prepare(drive.image_id, drive.volume_id)
+                md = images.volumes.metadata(drive.image_id, drive.volume_id)
+            except BaseException:
+                self._forget(key)
+                raise
+            return PreparedDrive(path=result["path"], format=QEMU_FORMAT[md.format])
+        return await self._run(prepare, "prepare drive")  # type: ignore[no-any-return]
+
+    async def teardown(self, drive: DriveRef) -> None:
+        def teardown() -> None:
+            with self._lock:
+                if self._forget((drive.domain_id, drive.image_id)):
+                    self.service.images(drive.domain_id).teardown(drive.image_id)
+        await self._run(teardown, "teardown drive")
+
+    def _forget(self, key: tuple[str, str]) -> bool:
+        """One user of the image less; True if it was the last."""
+        with self._lock:
+            self._users[key] -= 1
+            if self._users[key] > 0:
+                return False
+            del self._users[key]
+            return True
+
+    async def lease_info(self, lease: LeaseRef) -> LeaseTarget:
+        info = await self._run(lambda: _lookup(self.service, lease.sd_id, lease.lease_id),
+                               "VM lease lookup")
+        return LeaseTarget(path=str(info.path), offset=info.offset)
+
+    def _locks(self, sd_id: str) -> Any:
+        locks = self.service.find_domain(sd_id).locks
+        if locks is None:
+            raise AcquireLockFailure("sanlock is not available on this host: VM leases "
+                                     "cannot be acquired")
+        return locks
+
+    async def acquire_vm_lease(self, lease: LeaseRef, target: LeaseTarget) -> None:
+        def acquire() -> None:
+            disk = Disk(Path(target.path), target.offset)
+            try:
+                self._locks(lease.sd_id).acquire(lease.lease_id, disk)
+            except AcquireLockFailure as exc:
+                if exc.data and exc.data.get("errno") in HELD_ELSEWHERE:
+                    raise VmLeaseHeld(f"VM lease {lease.lease_id} of domain {lease.sd_id} "
+                                      "is held by another host") from None
+                raise
+            self._held[lease] = target
+            log.info("VM lease %s acquired", lease)
+        await self._run(acquire, "acquire VM lease")
+
+    async def release_vm_lease(self, lease: LeaseRef, target: LeaseTarget) -> None:
+        def release() -> None:
+            self._locks(lease.sd_id).release(lease.lease_id, Disk(Path(target.path),
+                                                                  target.offset))
+            self._held.pop(lease, None)
+        await self._run(release, "release VM lease")
+
+    async def release_all(self) -> None:
+        """Daemon stop: give back every VM lease before the lockspaces are left.
+
+        sanlock kills a process that still holds leases in a lockspace being removed; the
+        VMs run on, and the next start's recovery takes their leases again.
+        """
+        for lease, target in list(self._held.items()):
+            log.warning("daemon stopping: releasing VM lease %s of a VM that keeps running",
+                        lease)
+            try:
+                await self.release_vm_lease(lease, target)
+            except VdsmError as exc:
+                log.error("cannot release VM lease %s: %s", lease, exc)
+

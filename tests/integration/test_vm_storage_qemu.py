@@ -1,0 +1,214 @@
+"""A VM on storage under real libvirtd + QEMU: the tiny guest boots with a prepared qcow2
+volume as its disk and holds its VM lease on the real sanlock daemon; the daemon's SIGKILL
+drops the lease (the daemon is its holder, see docs/ARCHITECTURE.md "VM leases") while QEMU
+runs on, and the restarted daemon's recovery takes it again for the running VM; if another
+host (its own sanlock daemon, host id 2) took the lease meanwhile, recovery destroys the local
+copy instead, since that host runs the VM now.
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration import guest
+from tests.integration.daemon_proc import free_port, start_daemon
+from tests.integration.libvirtd import LibvirtdInstance, pid_alive
+from tests.integration.ptyconsole import PtyRecorder
+from tests.integration.qemu_host import QemuHost, wait_until, write_config
+from tests.integration.sanlock_daemon import SanlockDaemon, start_sanlock
+from tests.integration.storage_host import resources
+from tests.integration.test_virt_qemu import (
+    BOOT_TIMEOUT,
+    console_pty,
+    domain_xml,
+    qemu_pid,
+    tiny_vm_params,
+    wait_status,
+)
+from vdsm_py import devhost
+from vdsm_py.client import RpcError
+
+pytestmark = pytest.mark.slow
+
+SP = "8a1b2c3d-aaaa-4a1e-8a53-0d1f2c3b4a5d"
+SD = "8b2c3d4e-bbbb-4b2f-9b64-1e2a3d4c5b6e"
+IMG = "8c3d4e5f-cccc-4c30-8c75-2f3b4e5d6c7f"
+VOL = "8d4e5f60-dddd-4d41-9d86-304c5f6e7d80"
+BLANK = "00000000-0000-0000-0000-000000000000"
+
+
+@pytest.fixture
+def storage_host(libvirtd: LibvirtdInstance, tmp_path: Path) -> Iterator[tuple[QemuHost,
+                                                                              SanlockDaemon]]:
+    sanlock = start_sanlock(tmp_path / "sanlock")
+    root, port = tmp_path / "host", free_port()
+    write_config(root, port, libvirtd.uri)
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(root / devhost.CONF_NAME)
+    parser.read_dict({"storage": {"sanlock_run_dir": str(sanlock.run_dir),
+                                  "sanlock_io_timeout": "1", "monitor_interval": "1"}})
+    with open(root / devhost.CONF_NAME, "w", encoding="utf-8") as f:
+        parser.write(f)
+    host = QemuHost(root, port, libvirtd, start_daemon(root, port=port, env=sanlock.env))
+    try:
+        yield host, sanlock
+    finally:
+        host.close()
+        sanlock.stop()
+
+
+def wait_task(host: QemuHost, task_id: str) -> None:
+    def finished() -> dict[str, Any] | None:
+        status = host.call("Task.getStatus", taskID=task_id)
+        return status if status["taskState"] == "finished" else None
+    status = wait_until(finished, 120, f"task {task_id}")
+    assert status["taskResult"] == "success", status
+    host.call("Task.clear", taskID=task_id)
+
+
+def make_storage(host: QemuHost, export: Path) -> None:
+    conn = [{"id": "c1", "connection": str(export)}]
+    host.call("StoragePool.connectStorageServer", storagepoolID=BLANK, domainType=4,
+              connectionParams=conn)
+    host.call("StorageDomain.create", storagedomainID=SD, domainType=4, typeArgs=str(export),
+              name="data")
+    host.call("StoragePool.create", storagepoolID=SP, name="dc", masterSdUUID=SD,
+              masterVersion=1, domainList=[SD])
+    host.call("StoragePool.connect", storagepoolID=SP, hostID=1, masterSdUUID=SD,
+              masterVersion=1)
+    wait_until(lambda: host.call("Host.getStorageRepoStats").get(SD, {}).get("acquired"), 60,
+               "host id 1")
+    host.call("StoragePool.spmStart", storagepoolID=SP)
+    wait_task(host, host.call("Volume.create", storagepoolID=SP, storagedomainID=SD,
+                              imageID=IMG, volumeID=VOL, volFormat=4, preallocate=2,
+                              size=str(64 << 20)))
+
+
+def vm_holder(sanlock: SanlockDaemon, vm_id: str) -> int | None:
+    for line in sanlock.client_status().splitlines():
+        parts = line.split()
+        if parts[:1] == ["r"] and parts[1].startswith(f"{SD}:{vm_id}:"):
+            return int(parts[parts.index("p") + 1])
+    return None
+
+
+HOST2 = """
+import sys
+from pathlib import Path
+from storage.sanlock_adapter import Disk, Sanlock
+from storage.xleases import LeasesVolume
+run_dir, md_dir, sd, lease_id = sys.argv[1:5]
+lock = Sanlock(Path(run_dir))
+lock.add_lockspace(sd, 2, Path(md_dir) / "ids", io_timeout=1, wait=True)
+info = LeasesVolume(Path(md_dir) / "xleases", sd, 1 << 20).lookup(lease_id)
+lock.acquire(sd, lease_id, Disk(info.path, info.offset))
+print("ACQUIRED", flush=True)
+sys.stdin.read()
+lock.release(sd, lease_id, Disk(info.path, info.offset))
+lock.rem_lockspace(sd, 2, Path(md_dir) / "ids", wait=True)
+"""
+
+
+@contextlib.contextmanager
+def other_host(run_dir: Path, export: Path, vm_id: str) -> Iterator[None]:
+    """Host 2 (its own sanlock daemon, host id 2) holding the VM lease while inside."""
+    sanlock2 = start_sanlock(run_dir)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOST2, str(run_dir), str(export / SD / "dom_md"), SD, vm_id],
+        env=sanlock2.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ACQUIRED"
+        assert vm_holder(sanlock2, vm_id) == proc.pid
+        yield
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        sanlock2.stop()
+
+
+def open_files(pid: int) -> set[str]:
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            out.add(os.path.realpath(f"/proc/{pid}/fd/{fd}"))
+    return out
+
+
+def test_guest_boots_from_a_prepared_volume_and_keeps_its_lease_across_a_daemon_kill(
+        storage_host, tiny_guest: guest.GuestImage, tmp_path: Path):
+    host, sanlock = storage_host
+    export = tmp_path / "export"
+    export.mkdir()
+    make_storage(host, export)
+    vm_id = str(uuid.uuid4())
+    lease = {"sd_id": SD, "lease_id": vm_id}
+    wait_task(host, host.call("Lease.create", lease=lease))
+    params = tiny_vm_params("leased", tiny_guest)
+    params["devices"] += [
+        {"type": "disk", "device": "disk", "domainID": SD, "poolID": SP, "imageID": IMG,
+         "volumeID": VOL, "format": "cow", "iface": "virtio"},
+        {"type": "lease", "device": "lease", **lease},
+    ]
+    host.call("VM.create", vmID=vm_id, vmParams=params)
+    recorder = None
+    try:
+        pty = wait_until(lambda: console_pty(host, vm_id), 60, "the domain's console pty")
+        recorder = PtyRecorder(pty, tmp_path / "console.log")
+        guest.wait_for_console(tmp_path / "console.log", guest.MARKER_UP, timeout=BOOT_TIMEOUT)
+        volume = (export / SD / "images" / IMG / VOL).resolve()
+        qemu = qemu_pid(host.libvirtd, vm_id)
+        assert str(volume) in open_files(qemu)  # QEMU runs the guest on the volume itself
+        disk = domain_xml(host, vm_id).find("devices/disk")
+        assert disk.find("source").get("file") == str(host.root / "run" / "storage" / SD /
+                                                      IMG / VOL)
+        assert disk.find("driver").get("type") == "qcow2"
+        assert vm_holder(sanlock, vm_id) == host.daemon.proc.pid
+
+        # the daemon dies: sanlock frees the lease it held, QEMU runs on
+        host.daemon.stop(signal.SIGKILL)
+        host.daemon.notify_sock.close()
+        wait_until(lambda: vm_holder(sanlock, vm_id) is None, 60, "the lease freed")
+        assert pid_alive(qemu)
+        # restarted, it adopts the VM and takes its lease again
+        host.daemon = start_daemon(host.root, port=host.port, env=sanlock.env)
+        wait_status(host, vm_id, "Up")
+        wait_until(lambda: vm_holder(sanlock, vm_id) == host.daemon.proc.pid, 60,
+                   "the lease taken again by the restarted daemon")
+        assert qemu_pid(host.libvirtd, vm_id) == qemu
+
+        # killed again, and this time another host takes the lease meanwhile: that host
+        # runs the VM now, so the restarted daemon's recovery destroys its own copy
+        host.daemon.stop(signal.SIGKILL)
+        host.daemon.notify_sock.close()
+        wait_until(lambda: vm_holder(sanlock, vm_id) is None, 60, "the lease freed")
+        with other_host(tmp_path / "sanlock2", export, vm_id):
+            host.daemon = start_daemon(host.root, port=host.port, env=sanlock.env)
+            down = wait_status(host, vm_id, "Down")
+            assert "held by another host" in down["exitMessage"]
+            wait_until(lambda: not pid_alive(qemu), 60, "the local QEMU gone")
+            assert vm_holder(sanlock, vm_id) is None
+        host.call("VM.destroy", vmID=vm_id)
+        assert not (host.root / "run" / "storage" / SD / IMG).is_symlink()
+        assert resources(sanlock.client_status(), SD) == []  # the SPM lease died with it too
+    finally:
+        if recorder is not None:
+            recorder.close()
+        with contextlib.suppress(RpcError, OSError):
+            host.call("VM.destroy", vmID=vm_id)
