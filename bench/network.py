@@ -9,8 +9,12 @@ networks are VLANs 1..N of one NIC instead, where the kernel can.
 Baseline, measured in the same run on an identical namespace: the bare pyroute2 calls
 that build the same kernel state (create the bridge with its MTU, enslave the NIC, set the
 bridge up; then delete the bridges), one ``IPRoute`` socket, no validation, no undo log,
-no persistence, no RPC. The ratios are daemon / baseline. Rounds alternate so that noise
-hits both alike; medians are reported. Targets: ``setup_100_s`` <= 2, ``remove_100_s`` <= 2.
+no persistence, no RPC. The ratios are daemon / baseline. Also measured: the kernel's floor
+for removal, ``kernel_remove_grouped_s`` — the same bridges deleted bare in one link-group
+request (what the agent does); deleting a bridge costs the kernel one RCU barrier
+(``br_multicast_dev_del``), about 17 ms here, whatever the request. Rounds alternate so that
+noise hits both alike; medians are reported. Targets: ``setup_100_s`` <= 2,
+``remove_100_s`` <= 2.
 
     .venv/bin/python bench/network.py [--networks 100] [--rounds 3] [--vlans]
 
@@ -85,7 +89,19 @@ def raw_remove(ipr: IPRoute, count: int, vlans: bool) -> None:
             ipr.link("del", index=ipr.link_lookup(ifname=f"{nic(0)}.{i + 1}")[0])
 
 
-def baseline_round(host: TestHost, count: int, vlans: bool) -> tuple[float, float]:
+def raw_remove_grouped(ipr: IPRoute, count: int, vlans: bool) -> None:
+    """The kernel's floor for removal: every device in one link group, one delete."""
+    for i in range(count):
+        ipr.link("set", ifname=net_name(i), group=GROUP)
+        if vlans:
+            ipr.link("set", ifname=f"{nic(0)}.{i + 1}", group=GROUP)
+    ipr.link("del", group=GROUP)
+
+
+GROUP = 4242
+
+
+def baseline_round(host: TestHost, count: int, vlans: bool) -> tuple[float, float, float]:
     ipr = IPRoute(netns=host.name)
     try:
         start = time.perf_counter()
@@ -94,9 +110,13 @@ def baseline_round(host: TestHost, count: int, vlans: bool) -> tuple[float, floa
         start = time.perf_counter()
         raw_remove(ipr, count, vlans)
         remove = time.perf_counter() - start
+        raw_setup(ipr, count, vlans)
+        start = time.perf_counter()
+        raw_remove_grouped(ipr, count, vlans)
+        grouped = time.perf_counter() - start
     finally:
         ipr.close()
-    return setup, remove
+    return setup, remove, grouped
 
 
 # -- the daemon ------------------------------------------------------------------------------
@@ -133,16 +153,18 @@ async def run(count: int, rounds: int, vlans: bool) -> dict[str, float]:
     daemon = start_net_daemon(work / "host", daemon_host.name, log_level="WARNING")
     try:
         async with connected(daemon) as client:
-            d_setup, d_remove, b_setup, b_remove = [], [], [], []
+            d_setup, d_remove, b_setup, b_remove, b_grouped = [], [], [], [], []
             for n in range(rounds):
                 s, r = await daemon_round(client, daemon_host, count, vlans)
                 d_setup.append(s)
                 d_remove.append(r)
-                bs, br = await asyncio.to_thread(baseline_round, raw_host, count, vlans)
+                bs, br, bg = await asyncio.to_thread(baseline_round, raw_host, count, vlans)
                 b_setup.append(bs)
                 b_remove.append(br)
+                b_grouped.append(bg)
                 print(f"round {n + 1}: daemon setup {s:.3f} s remove {r:.3f} s | "
-                      f"pyroute2 setup {bs:.3f} s remove {br:.3f} s", flush=True)
+                      f"pyroute2 setup {bs:.3f} s remove {br:.3f} s "
+                      f"(one group delete {bg:.3f} s)", flush=True)
     finally:
         daemon.close()
         await asyncio.to_thread(daemon_host.close)
@@ -157,6 +179,7 @@ async def run(count: int, rounds: int, vlans: bool) -> dict[str, float]:
         "remove_100_s": round(remove, 3),
         "baseline_setup_s": round(base_setup, 3),
         "baseline_remove_s": round(base_remove, 3),
+        "kernel_remove_grouped_s": round(statistics.median(b_grouped), 3),
         "setup_ratio": round(setup / base_setup, 2),
         "remove_ratio": round(remove / base_remove, 2),
     }
@@ -176,7 +199,8 @@ def main() -> None:
     print(f"setupNetworks {args.networks} bridged networks: {figures['setup_100_s']:.3f} s "
           f"(pyroute2 alone {figures['baseline_setup_s']:.3f} s, x{figures['setup_ratio']}); "
           f"removal {figures['remove_100_s']:.3f} s "
-          f"(pyroute2 alone {figures['baseline_remove_s']:.3f} s, x{figures['remove_ratio']})")
+          f"(pyroute2 alone {figures['baseline_remove_s']:.3f} s, x{figures['remove_ratio']}; "
+          f"kernel floor, one group delete: {figures['kernel_remove_grouped_s']:.3f} s)")
     print(json.dumps(figures))
 
 

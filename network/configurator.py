@@ -9,8 +9,10 @@ southbound port (moving a bridge to another NIC or VLAN keeps the bridge), and i
 Order: tear down what goes, take away what edits drop and lower MTUs, rebuild changed
 bonds, set NIC/bond MTUs, raise MTUs and add what edits bring, build new networks.
 Deletions snapshot the device first so that undo recreates it. Every step's undo is an
-:class:`~network.ops.Op`, so a journal can replay it after a crash. Runs on a worker
-thread; must not validate requests (``network.validate`` did) nor persist anything.
+:class:`~network.ops.Op`, so a journal can replay it after a crash. Links are read once
+(:class:`~network.linkview.LinkView`, seeded with the dump validation used), not before
+every step. Runs on a worker thread; must not validate requests (``network.validate``
+did) nor persist anything.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from network.l3 import EMPTY, L3Spec, l3_spec
+from network.linkview import LinkView
 from network.model import DEFAULT_MTU, BondingAttrs, NetConfig, NetworkAttrs
 from network.netlink import ENODEV, Link, Netlink, NetlinkError, Route
-from network.ops import OpRunner, snapshot
+from network.ops import LinkSnapshot, OpRunner, snapshot_from
 from network.transaction import Transaction
 
 log = logging.getLogger("vdsm_py.network")
@@ -96,25 +100,35 @@ def _upper_devices(net: NetworkAttrs) -> list[str]:
 class Configurator:
     """Applies a :class:`Plan` step by step inside one transaction."""
 
-    def __init__(self, nl: Netlink, tx: Transaction, ops: OpRunner) -> None:
+    def __init__(self, nl: Netlink, tx: Transaction, ops: OpRunner,
+                 links: Mapping[str, Link] | None = None) -> None:
         self.nl = nl
         self.tx = tx
         self.ops = ops
+        self.view = LinkView(nl, links)
+        self._made: set[str] = set()  # devices this change created
 
     # -- generic undoable steps -----------------------------------------------------------
 
     def _link(self, name: str) -> Link:
-        link = self.nl.link(name)
+        link = self.view.get(name)
         if link is None:
             raise NetlinkError(ENODEV, f"No such device {name}")
         return link
 
+    def _snapshot(self, name: str, flags: dict[str, int] | None = None) -> LinkSnapshot:
+        link = self.view.get(name)
+        if link is None:
+            raise NetlinkError(ENODEV, f"No such device {name}")
+        return snapshot_from(self.nl, link, self.view.ports(name), flags)
+
     def _delete(self, item: str, name: str) -> None:
-        if not self.nl.exists(name):
+        if not self.view.exists(name):
             return
-        snap = snapshot(self.nl, name)
+        snap = self._snapshot(name)
         self.tx.step(item, f"delete {snap.link.kind} {name}", self.ops.op("delete", name),
                      self.ops.op("recreate", snap.to_wire()))
+        self.view.deleted([name])
         if snap.link.kind == "bond":
             # The bonding driver closes released slaves; give the NICs back as they were.
             for port in snap.ports:
@@ -125,12 +139,14 @@ class Configurator:
         if was != up:
             self.tx.step(item, f"set {name} {'up' if up else 'down'}",
                          self.ops.op("set_up", name, up), self.ops.op("set_up", name, was))
+            self.view.changed(name, up=up)
 
     def _set_mtu(self, item: str, name: str, mtu: int) -> None:
         was = self._link(name).mtu
         if was != mtu:
             self.tx.step(item, f"set mtu of {name} to {mtu}", self.ops.op("set_mtu", name, mtu),
                          self.ops.op("set_mtu", name, was))
+            self.view.changed(name, mtu=mtu)
 
     def _set_master(self, item: str, name: str, master: str) -> None:
         was = self._link(name).master
@@ -138,22 +154,30 @@ class Configurator:
             self.tx.step(item, f"attach {name} to {master or 'nothing'}",
                          self.ops.op("set_master", name, master),
                          self.ops.op("set_master", name, was))
+            self.view.changed(name, master=master)
 
     # -- the change -----------------------------------------------------------------------
 
     def _delete_many(self, item: str, names: list[str]) -> None:
         """Delete several devices in one kernel request (a batch of removals is bound by
         the kernel's per-device cost otherwise); undo recreates every one."""
-        names = [n for n in names if self.nl.exists(n)]
+        names = [n for n in names if self.view.exists(n)]
         if len(names) < 2:
             for name in names:
                 self._delete(item, name)
             return
-        snaps = [snapshot(self.nl, n).to_wire() for n in names]
+        # One address dump for all (devices the view knows by index), not one per device.
+        flags = self.nl.address_flags_by_index()
+        snaps = []
+        for name in names:
+            index = self._link(name).index
+            snaps.append(self._snapshot(name, flags.get(index, {}) if index else None)
+                         .to_wire())
         group = secrets.randbelow(2**31 - 2) + 1
         self.tx.step(item, f"delete {len(names)} devices ({', '.join(names[:3])}...)",
                      self.ops.op("delete_many", names, group),
                      self.ops.op("recreate_many", snaps))
+        self.view.deleted(names)
 
     def apply(self, the_plan: Plan, desired: NetConfig) -> None:
         doomed: list[str] = []
@@ -178,7 +202,7 @@ class Configurator:
     def teardown_network(self, net: NetworkAttrs) -> list[str]:
         """Take away the network's layer 3; returns the devices it made, to delete."""
         item = f"network {net.name}"
-        if self.nl.exists(net.iface):
+        if self.view.exists(net.iface):
             keeps_iface = not net.bridged  # a NIC, bond or VLAN device outlives its network
             after = L3Spec(net.iface, ipv6_conf=KERNEL_IPV6_CONF) if keeps_iface else EMPTY
             self.l3_down(item, l3_spec(net), after)
@@ -200,7 +224,7 @@ class Configurator:
                 self._delete(item, old.vlan_device)
         if new.mtu < old.mtu:
             for dev in reversed(_upper_devices(new)):
-                if self.nl.exists(dev):
+                if self.view.exists(dev):
                     self._set_mtu(item, dev, new.mtu)
 
     def edit_up(self, old: NetworkAttrs, new: NetworkAttrs) -> None:
@@ -224,6 +248,8 @@ class Configurator:
         self.tx.step(item, f"create bond {bond.name}",
                      lambda: self.nl.add_bond(bond.name, dict(bond.options)),
                      self.ops.op("delete", bond.name))
+        self.view.unknown(bond.name)
+        self._made.add(bond.name)
         for nic in bond.nics:
             self._set_up(item, nic, False)
             self._set_master(item, nic, bond.name)
@@ -237,7 +263,7 @@ class Configurator:
                 wanted[net.base] = max(wanted.get(net.base, 0), net.mtu)
         gone = [*the_plan.nets_down, *(old for old, _new in the_plan.nets_edit)]
         for net in gone:
-            if net.base and net.base not in wanted and self.nl.exists(net.base):
+            if net.base and net.base not in wanted and self.view.exists(net.base):
                 wanted[net.base] = DEFAULT_MTU
         enslaved = {nic for b in desired.bondings.values() for nic in b.nics}
         for base, mtu in sorted(wanted.items()):
@@ -251,6 +277,9 @@ class Configurator:
         self.tx.step(item, f"create vlan {vdev}",
                      lambda: self.nl.add_vlan(vdev, net.base, vlan_id, net.mtu),
                      self.ops.op("delete", vdev))
+        self.view.created(Link(0, vdev, "vlan", net.mtu, False, "down", vlan_id=vlan_id,
+                               vlan_parent=net.base))
+        self._made.add(vdev)
         self._set_up(item, vdev, True)
 
     def build_network(self, net: NetworkAttrs) -> None:
@@ -263,6 +292,9 @@ class Configurator:
             self.tx.step(item, f"create bridge {net.name}",
                          lambda: self.nl.add_bridge(net.name, stp=net.stp, mtu=net.mtu),
                          self.ops.op("delete", net.name))
+            self.view.created(Link(0, net.name, "bridge", net.mtu, False, "down",
+                                   stp=net.stp))
+            self._made.add(net.name)
             if net.southbound:
                 self._set_master(item, net.southbound, net.name)
             self._set_mtu(item, net.name, net.mtu)
@@ -330,6 +362,11 @@ class Configurator:
                              self.ops.op("add_route", asdict(old)))
 
     def _set_ipv6_conf(self, item: str, iface: str, values: dict[str, str]) -> None:
+        if iface in self._made:
+            # A device of this change: its undo is its deletion; no need to read first.
+            self.tx.step(item, f"set IPv6 {values} on {iface}",
+                         self.ops.op("init_ipv6_conf", iface, values), None)
+            return
         was = self.nl.ipv6_conf(iface, tuple(values))
         if not all(was.values()):
             return  # IPv6 is off on this device (or in this kernel): nothing to switch

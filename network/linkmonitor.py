@@ -20,10 +20,11 @@ import asyncio
 import errno
 import logging
 import socket
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from network import linkdump
+from network.linkdump import IFLA_IFNAME, IFLA_MASTER, IFLA_MTU, IFLA_OPERSTATE
 from network.netlink import in_netns
 
 log = logging.getLogger("vdsm_py.network")
@@ -38,13 +39,11 @@ GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFAD
 RTM_NEWLINK, RTM_DELLINK = 16, 17
 NLMSG_ERROR, NLMSG_OVERRUN = 2, 4
 AF_BRIDGE = 7
-IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_OPERSTATE = 3, 4, 10, 16
 IFF_UP, IFF_RUNNING, IFF_LOWER_UP = 0x1, 0x40, 0x10000
-OPERSTATES = ("unknown", "notpresent", "down", "lowerlayerdown", "testing", "dormant", "up")
+OPERSTATES = linkdump.OPERSTATES
 
-_NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
-_IFINFOMSG = struct.Struct("=BxHiII")  # family, device type, index, flags, change mask
-_RTATTR = struct.Struct("=HH")  # length, type
+_NLMSGHDR = linkdump.NLMSGHDR
+_IFINFOMSG = linkdump.IFINFOMSG
 _RCVBUF = 4 * 1024 * 1024
 ALL = "*"  # the name handed to on_link when events were lost
 
@@ -60,32 +59,23 @@ class LinkState:
     master: int
 
 
-def _align(n: int) -> int:
-    return (n + 3) & ~3
-
-
 def parse_link(body: memoryview) -> tuple[int, int, LinkState]:
     """(family, index, state) of an ``ifinfomsg`` with its attributes."""
-    family, _type, index, flags, _change = _IFINFOMSG.unpack_from(body)
-    name, operstate, mtu, master = "", "unknown", 0, 0
-    pos = _IFINFOMSG.size
-    while pos + _RTATTR.size <= len(body):
-        length, kind = _RTATTR.unpack_from(body, pos)
-        if length < _RTATTR.size:
-            break
-        value = body[pos + _RTATTR.size:pos + length]
-        kind &= 0x3FFF  # without the nested / byte-order bits
-        if kind == IFLA_IFNAME:
-            name = bytes(value).split(b"\0", 1)[0].decode(errors="replace")
-        elif kind == IFLA_OPERSTATE and len(value) >= 1:
-            operstate = OPERSTATES[value[0]] if value[0] < len(OPERSTATES) else "unknown"
-        elif kind == IFLA_MTU and len(value) >= 4:
-            mtu = int.from_bytes(value[:4], "little")
-        elif kind == IFLA_MASTER and len(value) >= 4:
-            master = int.from_bytes(value[:4], "little")
-        pos += _align(length)
+    family, index, flags, attrs = linkdump.parse_link(body)
+    name = attrs.get(IFLA_IFNAME)
+    operstate = attrs.get(IFLA_OPERSTATE)
+    mtu = attrs.get(IFLA_MTU)
+    master = attrs.get(IFLA_MASTER)
     mask = IFF_UP | IFF_RUNNING | IFF_LOWER_UP
-    return family, index, LinkState(name, flags & mask, operstate, mtu, master)
+    return family, index, LinkState(
+        bytes(name).split(b"\0", 1)[0].decode(errors="replace") if name is not None else "",
+        flags & mask,
+        OPERSTATES[operstate[0]] if operstate is not None and len(operstate) >= 1
+        and operstate[0] < len(OPERSTATES) else "unknown",
+        int.from_bytes(mtu[:4], "little") if mtu is not None and len(mtu) >= 4 else 0,
+        int.from_bytes(master[:4], "little") if master is not None and len(master) >= 4
+        else 0,
+    )
 
 
 def _open(netns: str) -> socket.socket:
@@ -163,7 +153,7 @@ class LinkMonitor:
                 self._link(kind, data[pos + _NLMSGHDR.size:pos + length])
             elif kind in (NLMSG_ERROR, NLMSG_OVERRUN):
                 self.on_link(ALL)
-            pos += _align(length)
+            pos += linkdump.align(length)
         if changed:
             self.on_any()
 

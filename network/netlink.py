@@ -2,7 +2,7 @@
 
 Owns every kernel call of the network domain: one ``IPRoute`` socket, opened in the host's
 own network namespace or in a named one (tests, and hosts that keep the agent's networks in
-a namespace). Answers are plain dataclasses keyed by interface name; calls raise pyroute2's
+a namespace), plus the read-only socket of :mod:`network.linkdump` for full link dumps. Answers are plain dataclasses keyed by interface name; calls raise pyroute2's
 ``NetlinkError`` (errno + kernel message) and the caller decides what that means. Blocking:
 call it from the worker pool, never from the asyncio loop. Must not decide policy (what to
 create, in which order, how to undo): that is ``network.configurator``'s job. Never runs
@@ -21,6 +21,7 @@ from typing import Any, Self
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from network.linkdump import LinkDumper
 from network.model import BOND_MODES
 from network.sysctl import NETNS_RUN_DIR, in_netns
 
@@ -92,6 +93,14 @@ def _KERNEL_FILTER(_msg: Any) -> bool:
     return True
 
 
+def _cidr(m: Any) -> str:
+    return f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}"
+
+
+def _addr_flags(m: Any) -> int:
+    return int(m.get_attr("IFA_FLAGS") or m["flags"])
+
+
 def _to_link(m: Any, name_of: Callable[[int], str]) -> Link:
     kind, data = _info(m)
     master_idx = m.get_attr("IFLA_MASTER")
@@ -129,9 +138,11 @@ class Netlink:
         self._ipr = IPRoute(netns=netns, strict_check=True) if netns else IPRoute(
             strict_check=True)
         self._lock = threading.Lock()  # one socket: one request at a time
+        self._dumper = LinkDumper(netns)  # full dumps without pyroute2's decoding
 
     def close(self) -> None:
         self._ipr.close()
+        self._dumper.close()
 
     def __enter__(self) -> Self:
         return self
@@ -144,10 +155,7 @@ class Netlink:
     def links(self) -> dict[str, Link]:
         """Every link (one full dump: use :meth:`link` when one device is enough)."""
         with self._lock:
-            msgs = list(self._ipr.get_links())
-        by_index: dict[int, str] = {m["index"]: m.get_attr("IFLA_IFNAME") for m in msgs}
-        return {link.name: link for link in
-                (_to_link(m, lambda i: by_index.get(i, "")) for m in msgs)}
+            return self._dumper.dump()
 
     def _name_of(self, index: int) -> str:
         """Name of the link ``index`` (caller holds the lock; '' when unknown)."""
@@ -188,17 +196,25 @@ class Netlink:
 
     def addresses_of(self, name: str) -> list[str]:
         """Addresses of one link (``a/len``, IPv6 too) without a link dump."""
-        return [f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}" for m in self._addr_msgs(name)]
+        return [_cidr(m) for m in self._addr_msgs(name)]
 
     def address_flags_of(self, name: str) -> dict[str, int]:
         """``IFA_F_*`` flags of each address of ``name``."""
-        return {f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}":
-                m.get_attr("IFA_FLAGS") or m["flags"] for m in self._addr_msgs(name)}
+        return {_cidr(m): _addr_flags(m) for m in self._addr_msgs(name)}
+
+    def address_flags_by_index(self) -> dict[int, dict[str, int]]:
+        """``IFA_F_*`` flags of every address, by link index (one dump, no link dump)."""
+        with self._lock:
+            msgs = list(self._ipr.get_addr())
+        out: dict[int, dict[str, int]] = {}
+        for m in msgs:
+            out.setdefault(m["index"], {})[_cidr(m)] = _addr_flags(m)
+        return out
 
     def addresses(self) -> dict[str, list[str]]:
         """Addresses (``a.b.c.d/len``, IPv6 too) by interface name."""
         with self._lock:
-            names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in self._ipr.get_links()}
+            names = {link.index: name for name, link in self._dumper.dump().items()}
             msgs = list(self._ipr.get_addr())
         out: dict[str, list[str]] = {}
         for m in msgs:
@@ -268,6 +284,20 @@ class Netlink:
 
         return dict(in_netns(self.netns, read))
 
+    def init_ipv6_conf(self, name: str, values: dict[str, str]) -> bool:
+        """Write the IPv6 switches of a device without reading them first; False (nothing
+        written) when the device has no IPv6 (disabled in this kernel)."""
+        conf = Path("/proc/sys/net/ipv6/conf") / name
+
+        def write() -> bool:
+            if not conf.is_dir():
+                return False
+            for key, value in values.items():
+                (conf / key).write_text(value)
+            return True
+
+        return bool(in_netns(self.netns, write))
+
     def set_ipv6_conf(self, name: str, values: dict[str, str]) -> None:
         conf = Path("/proc/sys/net/ipv6/conf") / name
 
@@ -313,42 +343,40 @@ class Netlink:
             kw[f"bond_{key}"] = BOND_MODES.index(value) if key == "mode" else int(value)
         self._link("add", ifname=name, kind="bond", **kw)
 
+    # Changes of one existing link name it with IFLA_IFNAME and no index: the kernel looks
+    # the name up itself, so no request is spent on finding the index first.
+
     def delete(self, name: str) -> None:
-        with self._lock:
-            self._ipr.link("del", index=self._index(name))
+        self._link("del", ifname=name)
 
     def delete_many(self, names: list[str], group: int) -> None:
         """Delete ``names`` in one request: the kernel unregisters a whole link group at
         once (one RCU grace period instead of one per device). ``group`` must be a group
         no other link is in; on failure the links still there go back to group 0."""
         with self._lock:
-            indexes = [self._index(n) for n in names]
             try:
-                for index in indexes:
-                    self._ipr.link("set", index=index, group=group)
+                for name in names:
+                    self._ipr.link("set", ifname=name, group=group)
                 self._ipr.link("del", group=group)
             except NetlinkError:
-                for index in indexes:
+                for name in names:
                     try:
-                        self._ipr.link("set", index=index, group=0)
+                        self._ipr.link("set", ifname=name, group=0)
                     except NetlinkError as exc:
-                        log.debug("link %d gone or not reset: %s", index, exc)
+                        log.debug("link %s gone or not reset: %s", name, exc)
                 raise
 
     def set_master(self, name: str, master: str) -> None:
         """Enslave ``name`` to ``master`` ('' releases it)."""
         with self._lock:
-            index = self._index(name)
             master_index = self._index(master) if master else 0
-            self._ipr.link("set", index=index, master=master_index)
+            self._ipr.link("set", ifname=name, master=master_index)
 
     def set_mtu(self, name: str, mtu: int) -> None:
-        with self._lock:
-            self._ipr.link("set", index=self._index(name), mtu=mtu)
+        self._link("set", ifname=name, mtu=mtu)
 
     def set_up(self, name: str, up: bool) -> None:
-        with self._lock:
-            self._ipr.link("set", index=self._index(name), state="up" if up else "down")
+        self._link("set", ifname=name, state="up" if up else "down")
 
     def add_address(self, name: str, cidr: str) -> None:
         address, _, plen = cidr.partition("/")

@@ -43,12 +43,20 @@ def snapshot(nl: Netlink, name: str) -> LinkSnapshot:
     link = nl.link(name)
     if link is None:
         raise NetlinkError(ENODEV, f"No such device {name}")
+    return snapshot_from(nl, link, nl.ports(name))
+
+
+def snapshot_from(nl: Netlink, link: Link, ports: list[Link],
+                  address_flags: dict[str, int] | None = None) -> LinkSnapshot:
+    """The snapshot of ``link`` as already read, with ``ports``; its addresses' flags
+    are read unless given."""
+    if address_flags is None:
+        address_flags = nl.address_flags_of(link.name)
     # Dynamic addresses (SLAAC, DHCP) come back from their source, not from the snapshot.
-    addresses = [a for a, flags in nl.address_flags_of(name).items()
-                 if flags & IFA_F_PERMANENT]
+    addresses = [a for a, flags in address_flags.items() if flags & IFA_F_PERMANENT]
     # Without an IPv4 address no IPv4 gateway is reachable through it: no route to keep.
-    routes = nl.default_routes(dev=name) if any(":" not in a for a in addresses) else []
-    return LinkSnapshot(link, nl.ports(name), addresses, routes)
+    routes = nl.default_routes(dev=link.name) if any(":" not in a for a in addresses) else []
+    return LinkSnapshot(link, ports, addresses, routes)
 
 
 def recreate(nl: Netlink, snap: LinkSnapshot) -> None:
@@ -141,6 +149,9 @@ class OpRunner:
 
     def op_set_ipv6_conf(self, name: str, values: dict[str, str]) -> None:
         self.nl.set_ipv6_conf(name, values)
+
+    def op_init_ipv6_conf(self, name: str, values: dict[str, str]) -> None:
+        self.nl.init_ipv6_conf(name, values)
 
     def op_start_dhcp(self, iface: str, family: int, default_route: bool,
                       blocking: bool) -> None:

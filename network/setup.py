@@ -11,6 +11,7 @@ the tool's process); knows nothing of asyncio, clients or connectivity checks.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pyroute2.netlink.exceptions import NetlinkError
@@ -19,7 +20,7 @@ from network.configurator import Configurator, Plan, missing_bonds, missing_netw
 from network.dhcp import DhcpClients
 from network.journal import Journal
 from network.model import NetConfig, SetupRequest
-from network.netlink import Netlink
+from network.netlink import Link, Netlink
 from network.ops import OpRunner
 from network.persistence import ConfigStore
 from network.transaction import StepFailed, Transaction
@@ -76,14 +77,19 @@ class NetworkSetup:
     def apply(self, request: SetupRequest) -> Applied:
         """Validate and apply; the running configuration is saved by :meth:`commit`."""
         running = self.store.running()
-        desired = validate(request, running, self.nl.links(), self.nic_filter)
-        return self._apply(running, desired, plan(running, desired))
+        links = self.nl.links()
+        desired = validate(request, running, links, self.nic_filter)
+        return self._apply(running, desired, plan(running, desired), links)
 
-    def _apply(self, running: NetConfig, desired: NetConfig, the_plan: Plan) -> Applied:
+    def _apply(self, running: NetConfig, desired: NetConfig, the_plan: Plan,
+               links: Mapping[str, Link] | None = None) -> Applied:
+        """``links``: a dump of the kernel's links just taken (else links are read as
+        needed)."""
         tx = Transaction(journal=self.journal)
         self.journal.begin()
         try:
-            Configurator(self.nl, tx, OpRunner(self.nl, self.dhcp)).apply(the_plan, desired)
+            Configurator(self.nl, tx, OpRunner(self.nl, self.dhcp), links).apply(
+                the_plan, desired)
         except StepFailed as exc:
             failures = tx.rollback()
             self.journal.clear()

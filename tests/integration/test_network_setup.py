@@ -132,18 +132,17 @@ def test_device_created_behind_the_agents_back_fails_cleanly(host, setup):
     # used bridge (28), with the earlier steps undone.
     before = kernel_state(host.name)
     request = parse_request({"aaa": {"nic": "veth_a"}, "zzz": {"nic": "veth_b"}}, {}, {})
-    real_link = setup.nl.link
+    real_add_bridge = setup.nl.add_bridge
 
-    def link_then_race(name):  # type: ignore[no-untyped-def]
-        found = real_link(name)
-        if real_link("aaa") is not None and real_link("zzz") is None:
+    def race_then_add_bridge(name, **kw):  # type: ignore[no-untyped-def]
+        if name == "zzz":  # taken between validation and the agent's own request
             host.ipr().link("add", ifname="zzz", kind="bridge")
-        return found
+        return real_add_bridge(name, **kw)
 
-    setup.nl.link = link_then_race  # type: ignore[method-assign]
+    setup.nl.add_bridge = race_then_add_bridge  # type: ignore[method-assign]
     with pytest.raises(NetworkUsedBridge, match="create bridge zzz"):
         setup.apply(request)
-    setup.nl.link = real_link  # type: ignore[method-assign]
+    setup.nl.add_bridge = real_add_bridge  # type: ignore[method-assign]
     host.ipr().link("del", index=host.ipr().link_lookup(ifname="zzz")[0])
     assert kernel_state(host.name) == before
 
