@@ -79,8 +79,11 @@ def vm_xml(i: int, tag: str) -> tuple[str, str]:
              "network": "ovirtmgmt"},
             {"type": "interface", "macAddr": f"00:1a:4a:{i >> 8 & 0xff:02x}:{i & 0xff:02x}:02",
              "network": "storage"},
+            # a path disk (storage IDs would make the daemon prepare the image from a
+            # storage domain, which a raw createXML cannot do): a custom property of the same
+            # size keeps the metadata what it was
             {"type": "disk", "path": f"/rhev/images/{vm_id}/root.img",
-             "imageID": str(uuid.uuid4()), "format": "cow"},
+             "custom": {"imageRef": str(uuid.uuid4())}, "format": "cow"},
             {"type": "disk", "path": f"/rhev/images/{vm_id}/data.img"},
             {"type": "graphics", "device": "vnc"},
             {"type": "console"},

@@ -74,9 +74,10 @@ class DomainLocks:
     def host_id_state(self, host_id: int) -> HostIdState:
         return self.sanlock.host_id_state(self.sd_uuid, host_id, self.ids)
 
-    def release_host_id(self, host_id: int, *, wait: bool = True) -> None:
+    def release_host_id(self, host_id: int, *, wait: bool = True, unused: bool = False) -> None:
+        """``unused``: keep the host id while leases (running VMs') are held in it."""
         log.info("releasing host id %d on domain %s", host_id, self.sd_uuid)
-        self.sanlock.rem_lockspace(self.sd_uuid, host_id, self.ids, wait=wait)
+        self.sanlock.rem_lockspace(self.sd_uuid, host_id, self.ids, wait=wait, unused=unused)
 
     # -- leases -------------------------------------------------------------------------
 

@@ -117,8 +117,8 @@ class ConnectedPool:
         if self.spm:
             self.spm_stop()
         for dom in self.domains.values():
-            if dom.locks is not None:
-                dom.locks.release_host_id(self.host_id, wait=True)
+            if dom.locks is not None:  # VMs' lease keepers may hold leases: kept then
+                dom.locks.release_host_id(self.host_id, wait=True, unused=True)
         log.info("disconnected from pool %s", self.sp_uuid)
 
     def domain(self, sd_uuid: str) -> FileStorageDomain:

@@ -168,12 +168,19 @@ class Sanlock:
             return HostIdState.ACQUIRING
         return HostIdState.ACQUIRED if joined else HostIdState.FREE
 
-    def rem_lockspace(self, lockspace: str, host_id: int, ids: Path, *, wait: bool) -> None:
+    def rem_lockspace(self, lockspace: str, host_id: int, ids: Path, *, wait: bool,
+                      unused: bool = False) -> None:
+        """Leave ``lockspace``. ``unused``: only if no lease is held in it (sanlock would
+        otherwise kill the holders); a lockspace in use is kept, and that is logged."""
         try:
-            self.lib.rem_lockspace(lockspace.encode(), host_id, str(ids), wait=wait)
+            self.lib.rem_lockspace(lockspace.encode(), host_id, str(ids), wait=wait,
+                                   unused=unused)
         except self._exc() as exc:
             if getattr(exc, "errno", None) in (errno.ENOENT, errno.EINPROGRESS):
                 return  # not joined, or already leaving
+            if unused and getattr(exc, "errno", None) == errno.EBUSY:
+                log.warning("host id %d kept in %s: leases are held in it", host_id, lockspace)
+                return
             raise ReleaseHostIdFailure(
                 f"cannot release host id {host_id} in {lockspace}: {exc}"
             ) from None
@@ -203,6 +210,10 @@ class Sanlock:
                         f"cannot register with sanlock (is the sanlock daemon running?): {exc}",
                         data={"errno": getattr(exc, "errno", None)}) from None
             return self._fd
+
+    def registration(self) -> int:
+        """This process's sanlock connection (it hangs up when the sanlock daemon dies)."""
+        return self._registered()
 
     def acquire(self, lockspace: str, name: str, disk: Disk, *, shared: bool = False) -> None:
         fd = self._registered()

@@ -6,21 +6,22 @@ Owns two things:
   :class:`vdsm_py.virt.storage_drives.DriveStorage`): ``prepare``/``teardown`` of a drive
   through :class:`storage.image.Images` (the whole chain checked; an image used by several
   drives of this host is torn down when the last one goes), the lookup of a VM lease in the
-  domain's ``xleases`` index, and its acquisition on sanlock by this daemon process.
+  domain's ``xleases`` index, and VM leases held by a lease keeper process per VM
+  (:mod:`storage.vm_lease_keepers`), which outlives the daemon.
 - :class:`VmLeases`, the SPM task target that adds and removes VM leases in ``xleases``
   (``Lease.create``/``Lease.delete``), and the lease verbs' service calls.
 
-VM leases are acquired by the daemon process (see docs/ARCHITECTURE.md, "VM leases"): sanlock
-releases them when the daemon exits, and recovery takes them again. Every blocking call runs
-on the executor through the storage service.
+VM leases are never held by the daemon process itself (see docs/ARCHITECTURE.md, "VM
+leases"): a daemon SIGKILL leaves them held for the running VMs, and recovery adopts the
+keepers. Every blocking call runs on the executor through the storage service.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import threading
 from collections import Counter
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +31,14 @@ from storage.sanlock_adapter import Disk
 from storage.service import StorageService
 from storage.tasks import Step
 from storage.validation import check_uuid
+from storage.vm_lease_keepers import LeaseKeepers
 from storage.volume import QEMU_FORMAT
 from storage.xleases import LeaseInfo, LeasesVolume
-from vdsm_py.errors import (
-    AcquireLockFailure,
-    NoSuchLease,
-    StorageError,
-    VdsmError,
-    VmLeaseHeld,
-)
+from vdsm_py.errors import AcquireLockFailure, NoSuchLease, StorageError
 from vdsm_py.virt.storage_drives import DriveRef, LeaseRef, LeaseTarget, PreparedDrive
 
 log = logging.getLogger("vdsm_py.storage.vm")
 
-# sanlock's answers for a lease another host holds (SANLK_ACQUIRE_IDLIVE, _OWNED, busy)
-HELD_ELSEWHERE = (-243, -244, errno.EAGAIN, errno.EBUSY)
 TARGET_KIND = "xleases"
 
 
@@ -131,11 +125,14 @@ async def lease_info(service: StorageService, sd_id: str, lease_id: str) -> dict
 class VmDriveStorage:
     """The storage of this host as the VMs see it (``DriveStorage``)."""
 
-    def __init__(self, service: StorageService) -> None:
+    def __init__(self, service: StorageService, keepers_dir: Path | None = None) -> None:
         self.service = service
         self._users: Counter[tuple[str, str]] = Counter()  # (sd, img) -> prepared drives
-        self._held: dict[LeaseRef, LeaseTarget] = {}  # VM leases this process holds
         self._lock = threading.RLock()  # teardown unlinks under it
+        sanlock = service.sanlock
+        self.keepers = LeaseKeepers(keepers_dir or service.run_dir.parent / "vm-leases",
+                                    service.executor,
+                                    sanlock_run_dir=sanlock.run_dir if sanlock else None)
 
     async def _run(self, fn: Any, name: str) -> Any:
         return await self.service.executor.run(fn, timeout=self.service.call_timeout, name=name)
@@ -176,45 +173,38 @@ class VmDriveStorage:
                                "VM lease lookup")
         return LeaseTarget(path=str(info.path), offset=info.offset)
 
-    def _locks(self, sd_id: str) -> Any:
-        locks = self.service.find_domain(sd_id).locks
-        if locks is None:
+    def _check_sanlock(self, sd_id: str) -> None:
+        if self.service.find_domain(sd_id).locks is None:
             raise AcquireLockFailure("sanlock is not available on this host: VM leases "
                                      "cannot be acquired")
-        return locks
 
-    async def acquire_vm_lease(self, lease: LeaseRef, target: LeaseTarget) -> None:
-        def acquire() -> None:
-            disk = Disk(Path(target.path), target.offset)
-            try:
-                self._locks(lease.sd_id).acquire(lease.lease_id, disk)
-            except AcquireLockFailure as exc:
-                if exc.data and exc.data.get("errno") in HELD_ELSEWHERE:
-                    raise VmLeaseHeld(f"VM lease {lease.lease_id} of domain {lease.sd_id} "
-                                      "is held by another host") from None
-                raise
-            self._held[lease] = target
-            log.info("VM lease %s acquired", lease)
-        await self._run(acquire, "acquire VM lease")
+    def on_lease_lost(self, callback: Callable[[str, str], None]) -> None:
+        self.keepers.on_lost = callback
 
-    async def release_vm_lease(self, lease: LeaseRef, target: LeaseTarget) -> None:
-        def release() -> None:
-            self._locks(lease.sd_id).release(lease.lease_id, Disk(Path(target.path),
-                                                                  target.offset))
-            self._held.pop(lease, None)
-        await self._run(release, "release VM lease")
+    async def acquire_vm_leases(self, vm_id: str,
+                                leases: Sequence[tuple[LeaseRef, LeaseTarget]]) -> None:
+        await self._keeper_call(vm_id, leases, self.keepers.start)
 
-    async def release_all(self) -> None:
-        """Daemon stop: give back every VM lease before the lockspaces are left.
+    async def adopt_vm_leases(self, vm_id: str,
+                              leases: Sequence[tuple[LeaseRef, LeaseTarget]]) -> None:
+        await self._keeper_call(vm_id, leases, self.keepers.adopt)
 
-        sanlock kills a process that still holds leases in a lockspace being removed; the
-        VMs run on, and the next start's recovery takes their leases again.
-        """
-        for lease, target in list(self._held.items()):
-            log.warning("daemon stopping: releasing VM lease %s of a VM that keeps running",
-                        lease)
-            try:
-                await self.release_vm_lease(lease, target)
-            except VdsmError as exc:
-                log.error("cannot release VM lease %s: %s", lease, exc)
+    async def _keeper_call(self, vm_id: str, leases: Sequence[tuple[LeaseRef, LeaseTarget]],
+                           call: Callable[[str, list[list[Any]]], Awaitable[None]]) -> None:
+        for sd_id in {ref.sd_id for ref, _ in leases}:
+            await self._run(lambda sd=sd_id: self._check_sanlock(sd), "VM lease sanlock")
+        await call(vm_id, [[ref.sd_id, ref.lease_id, target.offset, target.path]
+                           for ref, target in leases])
 
+    async def release_vm_leases(self, vm_id: str) -> None:
+        await self.keepers.release(vm_id)
+
+    def vm_started(self, vm_id: str) -> bool:
+        return self.keepers.guard(vm_id)
+
+    async def reap_vm_leases(self, running: Collection[str]) -> None:
+        await self.keepers.reap(running)
+
+    def stop(self) -> None:
+        """Daemon stop: the keepers go on holding the leases of the VMs that run on."""
+        self.keepers.stop()

@@ -201,7 +201,8 @@ class Daemon:
     ) -> None:
         # VM disks and leases reach storage only through this adapter (DriveStorage)
         drive_storage = vm_support.VmDriveStorage(storage)
-        self._cleanups.append(drive_storage.release_all)  # runs after vms.stop, before storage
+        # stops watching the VM lease keepers, which hold on for the VMs that run on
+        self._cleanups.append(drive_storage.stop)
         vms = VmManager.build(self.config.virt, executor, self.events, hooks,
                               storage=drive_storage)
         await vms.start()  # connects to libvirt; recovery adopts the running VMs later

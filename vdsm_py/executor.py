@@ -33,7 +33,7 @@ T = TypeVar("T")
 _STOP = object()
 
 
-@dataclass
+@dataclass(slots=True)
 class _Task:
     fn: Callable[[], Any]
     name: str
@@ -159,20 +159,33 @@ class Executor:
         )
         self._queued += 1
         self._queue.put(task)
+        future = task.future
+        if task.timeout is None or task.timeout <= 0:
+            try:
+                return await future
+            finally:
+                self._queued -= 1
+        # The caller waits on a future of its own, woken by the result or by the deadline
+        # (asyncio.timeout + shield, with less machinery): cancelling the caller never
+        # cancels the call, a timeout writes the worker off.
+        waiter = loop.create_future()
+
+        def wake(_: object) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        future.add_done_callback(wake)
+        deadline = loop.call_later(task.timeout, wake, None)
         try:
-            if task.timeout is None or task.timeout <= 0:
-                return await task.future
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
-            # that races with the result, leaving a cancelled caller running on.
-            async with asyncio.timeout(task.timeout):
-                return await asyncio.shield(task.future)
-        except TimeoutError:
-            self._on_timeout(task)
-            raise CallTimeout(
-                f"{task.name} did not finish within {task.timeout:g} s"
-            ) from None
+            await waiter
         finally:
+            deadline.cancel()
             self._queued -= 1
+        if not future.done():
+            future.remove_done_callback(wake)
+            self._on_timeout(task)
+            raise CallTimeout(f"{task.name} did not finish within {task.timeout:g} s")
+        return future.result()  # type: ignore[no-any-return]
 
     def stats(self) -> dict[str, int]:
         with self._lock:

@@ -356,6 +356,24 @@ async def test_xml_form_keeps_the_engines_metadata(virt):
     assert nic["network"] == "ovirtmgmt" and nic["address"]["slot"] == "0x03"
     live = (await virt.call("Host.dumpxmls", vmList=[vm_id]))[vm_id]
     assert "clusterVersion" in live
+    assert "<ovirt-vm:startTime type=\"float\">" in live  # ours, added to the engine's
+
+
+async def test_concurrent_creates_of_one_vm_id_start_one_vm_and_refuse_the_rest(
+        virt, libvirt_view):
+    vm_id = str(uuid.uuid4())
+    xml = (f"<domain type='kvm'><name>twin</name><uuid>{vm_id}</uuid>"
+           "<memory unit='MiB'>256</memory>"
+           "<os><type arch='x86_64' machine='pc'>hvm</type></os></domain>")
+    answers = await asyncio.gather(
+        *(virt.call("VM.create", vmID=vm_id, vmParams={"xml": xml}) for _ in range(8)),
+        return_exceptions=True)
+    started = [a for a in answers if isinstance(a, dict)]
+    refused = [a for a in answers if isinstance(a, RpcError)]
+    assert len(started) == 1 and len(refused) == 7, answers
+    assert all(err.code == 4 for err in refused)
+    await virt.wait_status(vm_id, "Up")
+    assert domain_exists(libvirt_view, vm_id)
 
 
 async def test_xml_form_with_another_uuid_is_error_91(virt):

@@ -1,16 +1,21 @@
 """VMs on storage through real daemons: drives prepared from storage volumes, VM leases on
-the real sanlock daemon, two hosts contending for one leased VM.
+the real sanlock daemon held by a lease keeper process per VM, two hosts contending for one
+leased VM.
 
 Each host is a ``vdsmd --dev`` daemon (libvirt's test driver for the VMs) with its own
 sanlock daemon and PKI; two hosts share one localfs export, as two machines share storage.
 ``[virt] create_error_wait`` is long here so that a refused start is answered by VM.create
-itself (deterministically) rather than by the VM going Down a moment later.
+itself (deterministically) rather than by the VM going Down a moment later. The test
+driver's VMs live in the daemon process: they die with it, while their keepers (and
+leases) stay until the restarted daemon's recovery finds the VMs gone. The keepers of VMs
+whose QEMU outlives the daemon are adopted: tests/integration/test_vm_storage_qemu.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import configparser
+import os
 import signal
 import time
 from pathlib import Path
@@ -18,7 +23,15 @@ from typing import Any
 
 from lxml import etree
 
-from tests.integration.storage_host import StorageHost, resources, wait_no_resources
+from tests.integration.lease_keepers import (
+    holder,
+    keeper_pids,
+    keeper_reaper,  # noqa: F401 - fixture
+    keepers_dir,
+    record,
+    wait_for,
+)
+from tests.integration.storage_host import StorageHost, resources
 from tests.integration.test_storage_tasks_daemon import (  # the pool these tests share
     IMG,
     MB,
@@ -100,13 +113,21 @@ def vm_resources(host: StorageHost) -> list[str]:
     return [r for r in resources(host.sanlock.client_status(), SD) if r != "SDM"]
 
 
-def holder_pid(host: StorageHost, name: str) -> int:
-    """The pid sanlock names as the holder of resource ``name`` of our lockspace."""
-    for line in host.sanlock.client_status().splitlines():
-        parts = line.split()
-        if parts[:1] == ["r"] and parts[1].startswith(f"{SD}:{name}:"):
-            return int(parts[parts.index("p") + 1])
-    raise AssertionError(f"{name} not held")
+def keeper_of(host: StorageHost, vm_id: str = VM) -> int:
+    """The one keeper of the VM on the host: a process of its own, not the daemon, and the
+    holder of the VM's lease according to sanlock."""
+    (pid,) = keeper_pids(keepers_dir(host.root), vm_id)
+    rec = record(host.root, vm_id)
+    assert rec is not None and rec.pid == pid and rec.state == "held", rec
+    assert host.daemon is None or pid != host.daemon.proc.pid
+    assert holder(host.sanlock, SD, vm_id) == pid
+    return pid
+
+
+def no_keeper(host: StorageHost) -> bool:
+    """No keeper process, no keeper record on the host."""
+    directory = keepers_dir(host.root)
+    return keeper_pids(directory) == [] and not list(directory.glob("*.json"))
 
 
 def host_id_line(host: StorageHost) -> str:
@@ -168,28 +189,32 @@ async def test_storage_drives_are_prepared_for_the_vm_and_torn_down_after_it(
     target = xml.find("devices/lease/target")
     assert (target.get("path"), int(target.get("offset"))) == (info["path"], info["offset"])
     assert vm_resources(host) == [VM]
-    assert holder_pid(host, VM) == host.daemon.proc.pid  # the daemon holds it for the VM
+    keeper = keeper_of(host)  # held for the VM by its keeper, not by the daemon
+    argv = Path(f"/proc/{keeper}/cmdline").read_bytes().split(b"\0")
+    assert b"storage.lease_keeper" in argv and VM.encode() in argv
+    assert os.getsid(keeper) == keeper != os.getsid(host.daemon.proc.pid)  # own session
     await host.ok("VM.destroy", vmID=VM)
     assert vm_resources(host) == [] and not link(host).is_symlink()
+    assert no_keeper(host)
 
     # sanlock gone: a leased VM is not started, and nothing stays prepared
     await host.ok("StoragePool.spmStop", storagepoolID=SP)
     host.sanlock.stop()
-    err = await create_error(host, VM, vm_params(VM, drive(), {"type": "lease", **LEASE}))
-    assert err.code == 9 and f"cannot acquire VM lease {SD}:{VM}" in err.message, err.message
-    assert "sanlock daemon is not reachable" in err.message, err.message
-    err = await create_error(host, VM, vm_params(VM, drive(), {"type": "lease", **LEASE}))
-    assert err.code == 9 and "is the sanlock daemon running?" in err.message, err.message
-    assert await our_vms(host) == []
-    assert not link(host).is_symlink()
+    for _ in range(2):
+        err = await create_error(host, VM, vm_params(VM, drive(), {"type": "lease", **LEASE}))
+        assert err.code == 9 and f"cannot acquire VM lease {SD}:{VM}" in err.message
+        assert "is the sanlock daemon running?" in err.message, err.message
+        assert await our_vms(host) == []
+        assert not link(host).is_symlink()
+        assert no_keeper(host)  # the failed keeper exited and its record is gone
     # ...while a VM without a lease still starts from its drive
     await host.ok("VM.create", vmID=VM2, vmParams=vm_params(VM2, drive()))
     await host.ok("VM.destroy", vmID=VM2)
     assert not link(host).is_symlink()
 
 
-async def test_a_leased_vm_runs_on_one_host_of_two_and_moves_when_its_holder_dies(
-        tmp_path, hosts):  # noqa: F811
+async def test_a_leased_vm_runs_on_one_host_of_two_and_its_lease_outlives_the_daemon(
+        tmp_path, hosts, keeper_reaper):  # noqa: F811
     export = tmp_path / "export"
     export.mkdir()
     a, b = slow_create_errors(hosts("a")), slow_create_errors(hosts("b"))
@@ -209,34 +234,68 @@ async def test_a_leased_vm_runs_on_one_host_of_two_and_moves_when_its_holder_die
     err = await create_error(b, VM, params)
     assert err.code == 9 and "held by another host" in err.message, err.message
     assert await our_vms(b) == [] and not link(b).is_symlink()
+    assert no_keeper(b)  # a failed start leaves no keeper
     # what the daemons say matches sanlock: a (host id 1) holds the lease, b (2) nothing
     assert vm_resources(a) == [VM] and vm_resources(b) == []
-    assert holder_pid(a, VM) == a.daemon.proc.pid
+    keeper_of(a)
     assert host_id_line(a).startswith(f"s {SD}:1:") and host_id_line(b).startswith(f"s {SD}:2:")
     for host in (a, b):
         assert (await host.ok("Host.getStorageRepoStats"))[SD]["acquired"] is True
 
-    # the VM stops on a: its lease is free and b may run it
+    # the VM stops on a: its keeper gives the lease back and exits; b may run the VM
     await a.ok("VM.destroy", vmID=VM)
-    assert vm_resources(a) == [] and not link(a).is_symlink()
+    assert vm_resources(a) == [] and not link(a).is_symlink() and no_keeper(a)
     await b.ok("VM.create", vmID=VM, vmParams=params)
     await wait_up(b, VM)
-    assert vm_resources(b) == [VM]
+    keeper_b = keeper_of(b)
     err = await create_error(a, VM, params)
     assert err.code == 9 and "held by another host" in err.message
+    assert no_keeper(a)
 
-    # b dies (SIGKILL, no cleanup): sanlock frees its lease, a takes the VM over
+    # b's daemon dies (SIGKILL): its keeper holds on, so a still may not run the VM
     await b.kill()
-    wait_no_resources(b.sanlock, SD)
+    assert keeper_of(b) == keeper_b and vm_resources(b) == [VM]
+    err = await create_error(a, VM, params)
+    assert err.code == 9 and "held by another host" in err.message
+    # b comes back: the test driver's VM died with the daemon, so recovery releases the
+    # keeper of a VM that is gone, and a can take the VM over
+    await b.start()
+    assert await our_vms(b) == []
+    wait_for(lambda: no_keeper(b), 60, "b's keeper released")
+    assert vm_resources(b) == []
     await a.ok("VM.create", vmID=VM, vmParams=params)
     await wait_up(a, VM)
-    assert vm_resources(a) == [VM] and holder_pid(a, VM) == a.daemon.proc.pid
+    keeper_a = keeper_of(a)
 
-    # a stops cleanly with the VM running: it gives the lease back before it leaves the
-    # lockspace (sanlock would kill a process leaving it with leases held)
+    # a keeper killed under a running VM: the lease is gone, so the VM must not run on
+    os.kill(keeper_a, signal.SIGKILL)
+    wait_for(lambda: vm_resources(a) == [], 60, "sanlock freeing the dead keeper's lease")
+    down = await wait_status(a, VM, "Down")
+    assert "died" in down["exitMessage"] and str(keeper_a) in down["exitMessage"], down
+    await a.ok("VM.destroy", vmID=VM)
+    assert no_keeper(a) and not link(a).is_symlink()
+
+    # a stops cleanly with the VM running: the keeper holds on (a restart is invisible to
+    # a VM whose QEMU runs on), the host id stays since a lease is held in its lockspace
+    await a.ok("VM.create", vmID=VM, vmParams=params)
+    await wait_up(a, VM)
+    keeper_a = keeper_of(a)
     assert a.client is not None and a.daemon is not None
     await a.client.close()
     a.client = None
     assert a.daemon.stop(signal.SIGTERM) == 0
-    assert "releasing VM lease" in a.daemon.log()
+    assert f"host id 1 kept in {SD}" in a.daemon.log()
+    a.daemon.close()
+    a.daemon = None
+    assert keeper_of(a) == keeper_a and host_id_line(a).startswith(f"s {SD}:1:")
+    await a.start()  # ...and its VM is gone (test driver): recovery releases the keeper
+    wait_for(lambda: no_keeper(a), 60, "a's keeper released")
     assert vm_resources(a) == []
+
+
+async def wait_status(host: StorageHost, vm_id: str, status: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while (vm := (await host.ok("Host.getVMList", vmList=[vm_id]))[0])["status"] != status:
+        assert time.monotonic() < deadline, vm
+        await asyncio.sleep(0.1)
+    return vm

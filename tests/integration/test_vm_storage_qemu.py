@@ -1,9 +1,14 @@
 """A VM on storage under real libvirtd + QEMU: the tiny guest boots with a prepared qcow2
-volume as its disk and holds its VM lease on the real sanlock daemon; the daemon's SIGKILL
-drops the lease (the daemon is its holder, see docs/ARCHITECTURE.md "VM leases") while QEMU
-runs on, and the restarted daemon's recovery takes it again for the running VM; if another
-host (its own sanlock daemon, host id 2) took the lease meanwhile, recovery destroys the local
-copy instead, since that host runs the VM now.
+volume as its disk, and its VM lease is held on the real sanlock daemon by a lease keeper
+process that guards the VM's QEMU (docs/ARCHITECTURE.md "VM leases"):
+
+- the daemon's SIGKILL leaves the lease held while QEMU runs on; the restarted daemon adopts
+  the same keeper (no second one);
+- a keeper told by SIGTERM that the lease is lost (what sanlock does when the lockspace
+  goes) kills the QEMU it guards; a keeper killed outright makes the daemon destroy the VM;
+- a running leased VM found without a keeper (daemon and keeper both killed) has its lease
+  taken again, or, when another host (its own sanlock daemon, host id 2) took it meanwhile,
+  is destroyed here, since that host runs the VM now.
 """
 
 from __future__ import annotations
@@ -23,6 +28,12 @@ import pytest
 
 from tests.integration import guest
 from tests.integration.daemon_proc import free_port, start_daemon
+from tests.integration.lease_keepers import (
+    keeper_pids,
+    keeper_reaper,  # noqa: F401 - fixture
+    keepers_dir,
+    record,
+)
 from tests.integration.libvirtd import LibvirtdInstance, pid_alive
 from tests.integration.ptyconsole import PtyRecorder
 from tests.integration.qemu_host import QemuHost, wait_until, write_config
@@ -33,6 +44,7 @@ from tests.integration.test_virt_qemu import (
     console_pty,
     domain_xml,
     qemu_pid,
+    status_of,
     tiny_vm_params,
     wait_status,
 )
@@ -151,8 +163,38 @@ def open_files(pid: int) -> set[str]:
     return out
 
 
-def test_guest_boots_from_a_prepared_volume_and_keeps_its_lease_across_a_daemon_kill(
-        storage_host, tiny_guest: guest.GuestImage, tmp_path: Path):
+def the_keeper(host: QemuHost, sanlock: SanlockDaemon, vm_id: str, qemu: int) -> int:
+    """The VM's one keeper, holding its lease and guarding its QEMU."""
+    (pid,) = keeper_pids(keepers_dir(host.root), vm_id)
+    wait_until(lambda: (rec := record(host.root, vm_id)) is not None and rec.pid == pid
+               and rec.state == "held" and rec.qemu_pid == qemu, 60, "the keeper guarding QEMU")
+    assert vm_holder(sanlock, vm_id) == pid != host.daemon.proc.pid
+    return pid
+
+
+def kill_daemon(host: QemuHost) -> None:
+    host.daemon.stop(signal.SIGKILL)
+    host.daemon.notify_sock.close()
+
+
+def domain_gone(host: QemuHost, vm_id: str) -> bool:
+    """libvirt has finished with the domain (it tidies up a moment after QEMU dies)."""
+    conn = host.libvirtd.connect()
+    try:
+        return vm_id not in {d.UUIDString() for d in conn.listAllDomains()}
+    finally:
+        conn.close()
+
+
+def start_vm(host: QemuHost, vm_id: str, params: dict[str, Any]) -> int:
+    wait_until(lambda: domain_gone(host, vm_id), 60, "libvirt done with the last domain")
+    host.call("VM.create", vmID=vm_id, vmParams=params)
+    wait_status(host, vm_id, "Up")
+    return qemu_pid(host.libvirtd, vm_id)
+
+
+def test_guest_boots_from_a_prepared_volume_and_its_lease_outlives_a_daemon_kill(
+        storage_host, tiny_guest: guest.GuestImage, tmp_path: Path, keeper_reaper):  # noqa: F811
     host, sanlock = storage_host
     export = tmp_path / "export"
     export.mkdir()
@@ -168,7 +210,9 @@ def test_guest_boots_from_a_prepared_volume_and_keeps_its_lease_across_a_daemon_
     ]
     host.call("VM.create", vmID=vm_id, vmParams=params)
     recorder = None
-    try:
+    try:  # the domain exists once the lease is held and createXML returned
+        wait_until(lambda: status_of(host, vm_id)["status"] in ("Powering up", "Up"), 60,
+                   "the domain started")
         pty = wait_until(lambda: console_pty(host, vm_id), 60, "the domain's console pty")
         recorder = PtyRecorder(pty, tmp_path / "console.log")
         guest.wait_for_console(tmp_path / "console.log", guest.MARKER_UP, timeout=BOOT_TIMEOUT)
@@ -179,24 +223,56 @@ def test_guest_boots_from_a_prepared_volume_and_keeps_its_lease_across_a_daemon_
         assert disk.find("source").get("file") == str(host.root / "run" / "storage" / SD /
                                                       IMG / VOL)
         assert disk.find("driver").get("type") == "qcow2"
-        assert vm_holder(sanlock, vm_id) == host.daemon.proc.pid
+        keeper = the_keeper(host, sanlock, vm_id, qemu)
 
-        # the daemon dies: sanlock frees the lease it held, QEMU runs on
-        host.daemon.stop(signal.SIGKILL)
-        host.daemon.notify_sock.close()
-        wait_until(lambda: vm_holder(sanlock, vm_id) is None, 60, "the lease freed")
-        assert pid_alive(qemu)
-        # restarted, it adopts the VM and takes its lease again
+        # the daemon dies: the keeper holds the lease on for the QEMU that runs on
+        kill_daemon(host)
+        assert pid_alive(qemu) and vm_holder(sanlock, vm_id) == keeper
+        # restarted, it adopts the VM and the same keeper: no second keeper, no new lease
         host.daemon = start_daemon(host.root, port=host.port, env=sanlock.env)
         wait_status(host, vm_id, "Up")
-        wait_until(lambda: vm_holder(sanlock, vm_id) == host.daemon.proc.pid, 60,
-                   "the lease taken again by the restarted daemon")
+        assert the_keeper(host, sanlock, vm_id, qemu) == keeper
         assert qemu_pid(host.libvirtd, vm_id) == qemu
 
-        # killed again, and this time another host takes the lease meanwhile: that host
-        # runs the VM now, so the restarted daemon's recovery destroys its own copy
-        host.daemon.stop(signal.SIGKILL)
-        host.daemon.notify_sock.close()
+        # sanlock's way of revoking a lease (lockspace lost) is SIGTERM to its holder: the
+        # keeper kills the QEMU it guards, so the VM does not run on without its lease
+        os.kill(keeper, signal.SIGTERM)
+        wait_until(lambda: not pid_alive(qemu), 60, "QEMU killed by its keeper")
+        wait_until(lambda: vm_holder(sanlock, vm_id) is None, 60, "the lease freed")
+        wait_status(host, vm_id, "Down")  # libvirt's word or the keeper's, whichever first
+        log = (keepers_dir(host.root) / f"{vm_id}.log").read_text()
+        assert "SIGTERM" in log and "killing the VM's QEMU" in log, log
+        host.call("VM.destroy", vmID=vm_id)
+        assert keeper_pids(keepers_dir(host.root)) == []
+        assert not (host.root / "run" / "storage" / SD / IMG).is_symlink()
+
+        # a keeper killed outright cannot stop QEMU itself: the daemon destroys the VM
+        qemu = start_vm(host, vm_id, params)
+        keeper = the_keeper(host, sanlock, vm_id, qemu)
+        os.kill(keeper, signal.SIGKILL)
+        wait_until(lambda: not pid_alive(qemu), 60, "QEMU destroyed by the daemon")
+        down = wait_status(host, vm_id, "Down")
+        assert f"lease keeper {keeper} died" in down["exitMessage"], down
+        wait_until(lambda: vm_holder(sanlock, vm_id) is None, 60, "the lease freed")
+        host.call("VM.destroy", vmID=vm_id)
+
+        # daemon and keeper both killed: the lease is free while QEMU runs; the restarted
+        # daemon takes it again for the running VM with a new keeper
+        qemu = start_vm(host, vm_id, params)
+        keeper = the_keeper(host, sanlock, vm_id, qemu)
+        kill_daemon(host)
+        os.kill(keeper, signal.SIGKILL)
+        wait_until(lambda: vm_holder(sanlock, vm_id) is None, 60, "the lease freed")
+        host.daemon = start_daemon(host.root, port=host.port, env=sanlock.env)
+        wait_status(host, vm_id, "Up")
+        new_keeper = wait_until(lambda: keeper_pids(keepers_dir(host.root), vm_id), 60,
+                                "a new keeper")[0]
+        assert new_keeper != keeper and the_keeper(host, sanlock, vm_id, qemu) == new_keeper
+
+        # and once more, but another host takes the lease meanwhile: that host runs the VM
+        # now, so the restarted daemon's recovery destroys its own copy
+        kill_daemon(host)
+        os.kill(new_keeper, signal.SIGKILL)
         wait_until(lambda: vm_holder(sanlock, vm_id) is None, 60, "the lease freed")
         with other_host(tmp_path / "sanlock2", export, vm_id):
             host.daemon = start_daemon(host.root, port=host.port, env=sanlock.env)
@@ -204,8 +280,10 @@ def test_guest_boots_from_a_prepared_volume_and_keeps_its_lease_across_a_daemon_
             assert "held by another host" in down["exitMessage"]
             wait_until(lambda: not pid_alive(qemu), 60, "the local QEMU gone")
             assert vm_holder(sanlock, vm_id) is None
+            assert keeper_pids(keepers_dir(host.root)) == []  # the refused keeper exited
         host.call("VM.destroy", vmID=vm_id)
         assert not (host.root / "run" / "storage" / SD / IMG).is_symlink()
+        assert keeper_pids(keepers_dir(host.root)) == []
         assert resources(sanlock.client_status(), SD) == []  # the SPM lease died with it too
     finally:
         if recorder is not None:

@@ -181,3 +181,29 @@ def test_check_complete_names_unimplemented_verbs():
         assert "Test.echo" not in str(exc.value)
     finally:
         executor.close()
+
+
+@pytest.mark.parametrize(
+    "method, params, req_id",
+    [
+        ("Test.echo", {"payload": {"a": [1, "x"], "b": None}}, 1),
+        ("Test.echo", {"payload": {}}, None),
+        ("Test.echo", {"payload": {}}, "id-7"),
+        ("Test.lookup", {"vmId": "x"}, 2),  # a domain error: its VDSM code
+        ("Test.echo", {"payload": 5}, 3),  # a wrong type: 91
+        ("Test.echo", {"payload": {}, "bogus": 1}, 4),  # an unknown parameter
+        ("Test.echo", {}, 5),  # a missing parameter
+    ],
+)
+async def test_a_single_call_is_answered_byte_for_byte_as_in_a_batch(
+    dispatcher, method, params, req_id
+):
+    # A lone call (or VDSM's batch of one) takes the dispatcher's direct path; in a batch
+    # beside a notification it goes through jsonrpcserver's pipeline: same answer.
+    request = {"jsonrpc": "2.0", "method": method, "id": req_id, "params": params}
+    notification = {"jsonrpc": "2.0", "method": "Test.echo", "params": {"payload": {}}}
+    alone = await dispatcher.handle(orjson.dumps(request), CTX)
+    batch_of_one = await dispatcher.handle(orjson.dumps([request]), CTX)
+    beside = await dispatcher.handle(orjson.dumps([request, notification]), CTX)
+    assert alone == batch_of_one == beside
+    assert orjson.loads(alone)["id"] == req_id

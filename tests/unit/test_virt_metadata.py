@@ -53,3 +53,60 @@ def test_store_puts_metadata_after_the_uuid_and_replaces_the_old_one():
 
 def test_a_domain_without_our_metadata_has_none():
     assert metadata.from_domain(etree.fromstring("<domain><metadata/></domain>")) is None
+
+
+ENGINE_XML = (
+    f"<domain><name>x</name><uuid>u</uuid><metadata>"
+    f"<ovirt-vm:vm xmlns:ovirt-vm='{metadata.NS}'>"
+    "<ovirt-vm:launchPaused type='bool'>false</ovirt-vm:launchPaused>"
+    "<ovirt-vm:memGuaranteedSize type='int'>512</ovirt-vm:memGuaranteedSize>"
+    "<ovirt-vm:note>old</ovirt-vm:note>"
+    "<ovirt-vm:custom><ovirt-vm:team>blue</ovirt-vm:team></ovirt-vm:custom>"
+    "<ovirt-vm:device mac_address='00:1a:4a:00:00:01'>"
+    "<ovirt-vm:network>ovirtmgmt</ovirt-vm:network></ovirt-vm:device>"
+    "<ovirt-vm:snapshot><ovirt-vm:id>1</ovirt-vm:id></ovirt-vm:snapshot>"
+    "</ovirt-vm:vm></metadata><memory>1</memory></domain>"
+)
+
+
+def _changes(meta: VmMetadata) -> None:
+    meta.values["startTime"] = 1700000000.5  # added
+    meta.values["launchPaused"] = True  # changed
+    meta.values["memGuaranteedSize"] = True  # same truth, other type
+    del meta.values["note"]  # removed
+
+
+def test_storing_over_the_parsed_element_gives_what_a_full_rebuild_gives():
+    # VM.create's usual case: the engine's metadata plus a start time, written over the
+    # element it came in (metadata.store's ``held``), must read back like a full rebuild.
+    results = []
+    for held in (True, False):
+        dom = etree.fromstring(ENGINE_XML)
+        meta = metadata.from_domain(dom)
+        parsed = metadata.copy_of(meta) if held else None
+        _changes(meta)
+        metadata.store(dom, meta, parsed)
+        results.append(metadata.from_domain(etree.fromstring(etree.tostring(dom))))
+    partial, full = results
+    assert partial.values == full.values == {
+        "launchPaused": True, "memGuaranteedSize": True, "startTime": 1700000000.5}
+    assert partial.custom == full.custom == {"team": "blue"}
+    assert partial.devices == full.devices
+    assert [etree.QName(e).localname for e in partial.extra] == ["snapshot"]
+
+
+def test_storing_over_the_parsed_element_notices_every_kind_of_change():
+    for change in (
+        lambda m: m.custom.update(team="red"),
+        lambda m: m.devices[0].values.update(network="storage"),
+        lambda m: m.devices.append(DeviceMeta(attrs={"devtype": "disk", "name": "vda"})),
+        lambda m: m.extra.clear(),
+    ):
+        dom = etree.fromstring(ENGINE_XML)
+        meta = metadata.from_domain(dom)
+        parsed = metadata.copy_of(meta)
+        change(meta)
+        metadata.store(dom, meta, parsed)
+        back = metadata.from_domain(etree.fromstring(etree.tostring(dom)))
+        assert (back.custom, back.devices, len(back.extra)) == (
+            meta.custom, meta.devices, len(meta.extra))

@@ -47,6 +47,8 @@ class Storage:
     def __init__(self, fail: dict[str, VdsmError] | None = None) -> None:
         self.calls: list[tuple[str, str]] = []
         self.fail = fail or {}
+        self.lost: set[str] = set()  # VMs whose leases are lost
+        self.on_lost: object = None
 
     def _call(self, what: str, ref: object) -> None:
         self.calls.append((what, str(ref)))
@@ -65,11 +67,26 @@ class Storage:
         self._call("lease_info", lease)
         return LeaseTarget(f"/data/{lease.sd_id}/dom_md/xleases", 3 << 20)
 
-    async def acquire_vm_lease(self, lease: LeaseRef, target: LeaseTarget) -> None:
-        self._call("acquire", lease)
+    async def acquire_vm_leases(self, vm_id: str,
+                                leases: list[tuple[LeaseRef, LeaseTarget]]) -> None:
+        self._call("acquire", ",".join(str(ref) for ref, _ in leases))
 
-    async def release_vm_lease(self, lease: LeaseRef, target: LeaseTarget) -> None:
-        self._call("release", lease)
+    async def adopt_vm_leases(self, vm_id: str,
+                              leases: list[tuple[LeaseRef, LeaseTarget]]) -> None:
+        self._call("adopt", ",".join(str(ref) for ref, _ in leases))
+
+    async def release_vm_leases(self, vm_id: str) -> None:
+        self._call("release", vm_id)
+
+    def vm_started(self, vm_id: str) -> bool:
+        self.calls.append(("started", vm_id))
+        return vm_id not in self.lost
+
+    async def reap_vm_leases(self, running: object) -> None:
+        self.calls.append(("reap", ",".join(sorted(running))))  # type: ignore[call-overload]
+
+    def on_lease_lost(self, callback: object) -> None:
+        self.on_lost = callback
 
 
 def test_a_plain_disk_on_storage_needs_no_path_and_keeps_its_ids_in_metadata():
@@ -212,12 +229,12 @@ async def test_recovery_reacquires_and_reports_a_lease_taken_by_another_host():
     defn = plain(drive(), {"type": "lease", "sd_id": SD, "lease_id": VM})
     storage = Storage()
     assert await storage_drives.VmStorage(storage).adopt(VM, defn.meta)
-    assert [c[0] for c in storage.calls] == ["prepare", "lease_info", "acquire"]
-    lost = Storage(fail={"acquire": VmLeaseHeld("held")})
+    assert [c[0] for c in storage.calls] == ["prepare", "lease_info", "adopt"]
+    lost = Storage(fail={"adopt": VmLeaseHeld("held")})
     vms = storage_drives.VmStorage(lost)
     assert not await vms.adopt(VM, defn.meta)
     await vms.detach(VM)  # the lease it does not hold is not released
-    assert [c[0] for c in lost.calls] == ["prepare", "lease_info", "acquire", "teardown"]
+    assert [c[0] for c in lost.calls] == ["prepare", "lease_info", "adopt", "teardown"]
 
 
 def test_hotplug_drives_still_need_a_path_since_only_vm_create_prepares_volumes():
@@ -234,3 +251,52 @@ def test_recovery_looks_for_storage_only_in_vms_that_reference_it():
     assert storage_drives.meta_references_storage(leased.meta)
     local = plain({"type": "disk", "device": "disk", "path": "/var/tmp/a.img"})
     assert not storage_drives.meta_references_storage(local.meta)
+
+
+async def test_all_leases_of_a_vm_are_taken_in_one_call_and_given_back_in_one():
+    sd2 = "9b1b2c3d-0000-4000-8000-000000000008"
+    defn = plain({"type": "lease", "sd_id": SD, "lease_id": VM},
+                 {"type": "lease", "sd_id": sd2, "lease_id": VM})
+    storage = Storage()
+    vms = storage_drives.VmStorage(storage)
+    await vms.attach(VM, defn.root, defn.meta)
+    assert storage.calls[-1] == ("acquire", f"{SD}:{VM},{sd2}:{VM}")
+    await vms.detach(VM)
+    assert storage.calls[-1] == ("release", VM)
+
+
+async def test_a_started_vm_is_guarded_by_its_leases_holder_and_a_lost_holder_is_told():
+    storage = Storage()
+    lost: list[tuple[str, str]] = []
+    vms = storage_drives.VmStorage(storage, on_lost=lambda vm, why: lost.append((vm, why)))
+    assert storage.on_lost is not None  # the manager's callback reaches the storage
+    defn = plain({"type": "lease", "sd_id": SD, "lease_id": VM})
+    await vms.attach(VM, defn.root, defn.meta)
+    assert vms.started(VM) and storage.calls[-1] == ("started", VM)
+    storage.lost.add(VM)
+    assert not vms.started(VM)
+    unleased = "9a1b2c3d-0000-4000-8000-0000000000ff"
+    assert vms.started(unleased)  # nothing to guard: no call
+    assert storage.calls[-1] == ("started", VM)
+
+
+async def test_recovery_end_tells_storage_which_vms_run_so_the_others_leases_go_back():
+    storage = Storage()
+    await storage_drives.VmStorage(storage).recovered({VM, "other"})
+    assert storage.calls == [("reap", f"{VM},other")]  # the VMs that run
+    await storage_drives.VmStorage(None).recovered({VM})  # no storage: nothing to do
+
+
+async def test_a_vm_that_goes_down_while_its_leases_are_adopted_gives_them_back():
+    defn = plain({"type": "lease", "sd_id": SD, "lease_id": VM})
+    storage = Storage()
+    vms = storage_drives.VmStorage(storage)
+    real_adopt = storage.adopt_vm_leases
+
+    async def down_meanwhile(vm_id: str, leases: list[tuple[LeaseRef, LeaseTarget]]) -> None:
+        await real_adopt(vm_id, leases)
+        await vms.detach(vm_id)  # the VM went Down while its keeper was being adopted
+
+    storage.adopt_vm_leases = down_meanwhile  # type: ignore[method-assign]
+    assert await vms.adopt(VM, defn.meta)
+    assert [c[0] for c in storage.calls] == ["lease_info", "adopt", "release"]

@@ -1,4 +1,8 @@
-"""JSON-RPC 2.0 dispatch: request bytes in, response bytes out, through ``jsonrpcserver``.
+"""JSON-RPC 2.0 dispatch: request bytes in, response bytes out, with ``jsonrpcserver``.
+
+The usual message (one call of a known method, named params, an id — alone or as VDSM's
+batch of one) is answered directly, the way the library would; everything else (batches, notifications, malformed or unknown
+calls) goes through the library's own pipeline.
 
 Owns: JSON decoding/encoding (orjson), the JSON-RPC envelope check, schema validation of
 parameters, the recovery gate (99 while the daemon adopts its VMs), running each verb (on the
@@ -30,6 +34,7 @@ from jsonrpcserver.dispatcher import (
 )
 from jsonrpcserver.exceptions import JsonRpcError
 from jsonrpcserver.response import InvalidRequestResponse, to_serializable_one
+from jsonrpcserver.sentinels import NODATA
 from oslash.either import Left  # type: ignore[import-untyped]
 
 from vdsm_py.errors import RecoveryInProgress, VdsmError
@@ -82,6 +87,8 @@ def check_envelope(request: Any) -> Any:
 
 
 Handler = Callable[..., Any]
+
+_NO_PARAMS: dict[str, Any] = {}
 
 _HANDLER_SIGNATURE = inspect.Signature(
     [
@@ -149,6 +156,16 @@ class Dispatcher:
         """Answer one JSON-RPC message; ``None`` when it held only notifications."""
         for callback in self._activity:
             callback(ctx)
+        try:
+            single = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            single = None
+        if type(single) is list and len(single) == 1:
+            single = single[0]  # VDSM's usual batch of one: answered as one object
+        if type(single) is dict:
+            answer = await self._call_one(single, ctx)
+            if answer is not None:
+                return answer
         # jsonrpcserver's own pipeline (deserialize -> validate -> dispatch_request ->
         # to_response), driven here so that VDSM's usual batch of one is awaited directly:
         # the library's dispatch_to_response wraps every request in asyncio.gather, which
@@ -179,6 +196,27 @@ class Dispatcher:
             return None
         # As VDSM: one response is an object, even when it answers a batch.
         return orjson.dumps(responses[0] if len(responses) == 1 else responses)
+
+    async def _call_one(self, request: dict[str, Any], ctx: CallContext) -> bytes | None:
+        """The usual message — one call of a known method with named params and an id —
+        answered as jsonrpcserver would, without its generic machinery (which costs more
+        than the rest of the dispatch); None for anything else, left to the library."""
+        handler = self._methods.get(request.get("method"))  # type: ignore[arg-type]
+        params = request.get("params", _NO_PARAMS)
+        if (handler is None or "id" not in request or request.get("jsonrpc") != "2.0"
+                or type(params) is not dict or "ctx" in params):
+            return None
+        request_id = request["id"]
+        if not isinstance(request_id, (str, int, type(None))):
+            return None
+        try:
+            result = await handler(ctx, **params)
+        except JsonRpcError as exc:
+            error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+            if exc.data is not NODATA:
+                error["data"] = exc.data
+            return orjson.dumps({"jsonrpc": "2.0", "error": error, "id": request_id})
+        return orjson.dumps({"jsonrpc": "2.0", "result": result._value.result, "id": request_id})
 
     def _make_handler(self, verb: Verb, fn: Callable[..., Any]) -> Handler:
         schema = self.schema

@@ -135,6 +135,11 @@ class Schema:
     namespaces: dict[str, Namespace] = field(default_factory=dict)
     types: dict[str, dict[str, Any]] = field(default_factory=dict)
     _checkers: dict[str, Checker] = field(default_factory=dict, repr=False)
+    _by_identity: dict[int, tuple[dict[str, Any], Checker]] = field(
+        default_factory=dict, repr=False)
+    # per verb: its parameter names and (name, Python name, checker, required, default)
+    _plans: dict[str, tuple[frozenset[str], list[tuple[str, str, Checker, bool, Any]]]] = field(
+        default_factory=dict, repr=False)
 
     # -- loading ----------------------------------------------------------------------
 
@@ -259,18 +264,24 @@ class Schema:
 
         Raises MissingParameter (11) or InvalidParameter (91) naming the parameter.
         """
-        known = {p.name for p in verb.params}
+        plan = self._plans.get(verb.method)
+        if plan is None:
+            plan = (frozenset(p.name for p in verb.params),
+                    [(p.name, p.py_name, self.checker(p.type.spec), p.required, p.default)
+                     for p in verb.params])
+            self._plans[verb.method] = plan
+        known, checks = plan
         for key in params:
             if key not in known:
                 raise invalid_parameter(key, f"unknown parameter of {verb.method}")
         kwargs: dict[str, Any] = {}
-        for p in verb.params:
-            if p.name in params:
-                kwargs[p.py_name] = self.checker(p.type.spec)(params[p.name], p.name)
-            elif p.required:
-                raise missing_parameter(p.name)
+        for name, py_name, check, required, default in checks:
+            if name in params:
+                kwargs[py_name] = check(params[name], name)
+            elif required:
+                raise missing_parameter(name)
             else:
-                kwargs[p.py_name] = p.default
+                kwargs[py_name] = default
         return kwargs
 
     def checker(self, spec: dict[str, Any]) -> Checker:
@@ -280,6 +291,15 @@ class Schema:
             fn = self._compile(spec)
             self._checkers[key] = fn
         return fn
+
+    def _nested(self, spec: dict[str, Any]) -> Checker:
+        """:meth:`checker`, looked up by the spec's identity (compiled checkers call this
+        for every value they check; the entry keeps the spec alive, so its id stays its own).
+        """
+        found = self._by_identity.get(id(spec))
+        if found is None:
+            found = self._by_identity[id(spec)] = (spec, self.checker(spec))
+        return found[1]
 
     def _compile(self, spec: dict[str, Any]) -> Checker:
         spec = self.resolve(spec)
@@ -311,7 +331,7 @@ class Schema:
                 raise invalid_parameter(path, f"expected a list, got {_kind(value)}")
             if max_items is not None and len(value) > max_items:
                 raise invalid_parameter(path, f"at most {max_items} items allowed")
-            item = self.checker(items_spec)
+            item = self._nested(items_spec)
             return [item(v, f"{path}[{i}]") for i, v in enumerate(value)]
 
         return check
@@ -322,7 +342,7 @@ class Schema:
         def check(value: Any, path: str) -> Any:
             if not isinstance(value, dict):
                 raise invalid_parameter(path, f"expected an object, got {_kind(value)}")
-            item = self.checker(values_spec)
+            item = self._nested(values_spec)
             return {k: item(v, f"{path}.{k}") for k, v in value.items()}
 
         return check
@@ -342,7 +362,7 @@ class Schema:
                         raise invalid_parameter(f"{path}.{key}", "unknown field")
                     out[key] = v
                 else:
-                    out[key] = self.checker(pspec)(v, f"{path}.{key}")
+                    out[key] = self._nested(pspec)(v, f"{path}.{key}")
             for key, pspec in props.items():
                 if key in out:
                     continue

@@ -6,6 +6,10 @@ its own task (at most :data:`MAX_IN_FLIGHT` at once, reading paused beyond that)
 control (reading paused while the peer does not drain our writes; a peer that lets
 :data:`MAX_WRITE_BUFFER` pile up is dropped), and ERROR-then-close on protocol violations.
 
+Output is coalesced: the frames queued during one turn of the loop (responses, events,
+receipts) leave in one write at the start of the next turn, so a burst of them costs one
+TLS write and one ``send`` instead of one per frame.
+
 Must not: interpret JSON-RPC (bodies go to the server's request handler as bytes), know other
 connections (the :class:`~vdsm_py.transport.broker.Broker` routes messages), or block.
 """
@@ -77,6 +81,7 @@ class StompConnection(asyncio.Protocol):
         self._client_id = f"conn-{conn_id}"
         self._accepted_at = self._loop.time()
         self._transport: asyncio.Transport | None = None
+        self._pending: list[bytes] = []  # frames queued this turn of the loop, see _flush
         self._parser = FrameParser(server.rpc.max_frame_size)
         self.stomp_connected = False
         self.closing = False
@@ -143,6 +148,7 @@ class StompConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        self._pending.clear()
         self._stop_timers()
         self._broker.remove_all(self._subscriptions.values())
         self._subscriptions.clear()
@@ -164,12 +170,27 @@ class StompConnection(asyncio.Protocol):
     # -- output -------------------------------------------------------------------------
 
     def send_bytes(self, data: bytes) -> None:
-        """Queue ``data`` for the peer (dropped once the connection is closing)."""
-        transport = self._transport
-        if self.closing or transport is None:
+        """Queue ``data`` for the peer (dropped once the connection is closing).
+
+        It is written with everything else queued in this turn of the loop (see
+        :meth:`_flush`); order is kept.
+        """
+        if self.closing or self._transport is None:
             return
-        transport.write(data)
+        pending = self._pending
+        pending.append(data)
+        if len(pending) == 1:
+            self._loop.call_soon(self._flush)
         self._heartbeats.last_write = self._loop.time()
+
+    def _flush(self) -> None:
+        """Write what was queued, as one write."""
+        pending = self._pending
+        transport = self._transport
+        if not pending or self.closing or transport is None:
+            return
+        self._pending = []
+        transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
         if self._paused & _PAUSED_WRITES and transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             log.warning(
                 "%s does not read what we send (%d bytes pending); dropping it",
@@ -195,6 +216,7 @@ class StompConnection(asyncio.Protocol):
 
     def close(self) -> None:
         """Close after flushing what is already written; in-flight responses are dropped."""
+        self._flush()
         self.closing = True
         self._stop_timers()
         if self._transport is not None:
@@ -202,6 +224,7 @@ class StompConnection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.closing = True
+        self._pending.clear()
         self._stop_timers()
         if self._transport is not None:
             self._transport.abort()

@@ -16,7 +16,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lxml import etree
 
@@ -43,9 +43,23 @@ class Definition:
     name: str
     root: etree._Element
     meta: VmMetadata
+    # what the tree's metadata element holds, when it came with the XML (see metadata.store)
+    held: VmMetadata | None = field(default=None, repr=False)
 
     def xml(self) -> str:
-        metadata.store(self.root, self.meta)
+        """The domain XML to start, with the metadata as it is now."""
+        self.store_metadata()
+        return self.text()
+
+    def store_metadata(self) -> None:
+        """Write :attr:`meta` into the tree (Python work: do it on the loop)."""
+        metadata.store(self.root, self.meta, self.held)
+        self.held = None
+
+    def text(self) -> str:
+        """The tree serialized as it is. lxml lets go of the GIL while it serializes (and
+        while it parses): on the asyncio loop every such call may end waiting for the GIL
+        behind other threads, so the start does this on the worker of its libvirt call."""
         return etree.tostring(self.root, encoding="unicode")
 
     @property
@@ -257,7 +271,9 @@ def parse(xml: str, vm_id: str) -> Definition:
         raise invalid_parameter("vmParams.xml", f"domain uuid is not a UUID: {uuid_text!r:.40}")
     if xml_id != vm_id:
         raise invalid_parameter("vmParams.xml", f"domain uuid {xml_id} differs from vmID")
-    meta = metadata.from_domain(dom) or VmMetadata()
+    meta = metadata.from_domain(dom)
+    held = None if meta is None else metadata.copy_of(meta)
+    meta = meta or VmMetadata()
     machine = dom.find("os/type")
     q35 = is_q35(machine.get("machine", "") if machine is not None else "")
     for g in dom.iterfind("devices/graphics"):
@@ -265,7 +281,7 @@ def parse(xml: str, vm_id: str) -> Definition:
             g.set("passwd", secrets.token_hex(4))
             g.set("passwdValidTo", LOCKED_UNTIL)
     pciplan.assign_nic_addresses(dom, q35)
-    return Definition(xml_id, name, dom, meta)
+    return Definition(xml_id, name, dom, meta, held)
 
 
 def stamp_start(defn: Definition) -> None:

@@ -67,14 +67,26 @@ async def start(svc: Services, vm: Vm, defn: Definition) -> None:
         vm.lock.release()
 
 
+def _serialize_and_create(conn: libvirt.virConnect, defn: Definition, xml: str | None,
+                          flags: int) -> str:
+    """Worker: start ``xml``, or the definition serialized here, off the loop (see
+    :meth:`Definition.text`); the XML started."""
+    if xml is None:
+        xml = defn.text()
+    _create(conn, xml, flags)
+    return xml
+
+
 async def _start(svc: Services, vm: Vm, defn: Definition) -> None:
     paused = defn.launch_paused
     flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
-    xml = defn.xml()
-    if svc.hooks is not None:
+    defn.store_metadata()
+    xml: str | None = None
+    if svc.wants_hook("before_vm_start"):
+        assert svc.hooks is not None
         try:
             xml, flags = await svc.hooks.before_vm_start(
-                xml, vm_id=vm.id, custom=vm.custom, flags=flags)
+                defn.text(), vm_id=vm.id, custom=vm.custom, flags=flags)
         except VdsmError as exc:
             _failed(vm, ExitReason.GENERIC_ERROR, exc)
             return
@@ -82,8 +94,10 @@ async def _start(svc: Services, vm: Vm, defn: Definition) -> None:
         vm.set_down(ExitCode.NORMAL, ExitReason.DESTROYED_ON_STARTUP)
         return
     vm.stopped_while_starting = None
+    hooked, start_flags = xml, flags
     try:
-        await svc.conn.call(lambda c: _create(c, xml, flags), name="createXML")
+        xml = await svc.conn.call(
+            lambda c: _serialize_and_create(c, defn, hooked, start_flags), name="createXML")
     except (libvirt.libvirtError, VdsmError) as exc:
         await _cleanup_failed_start(svc, vm)
         _failed(vm, ExitReason.LIBVIRT_START_FAILED, VMCreateError(message(exc)))

@@ -71,7 +71,8 @@ class VmManager:
         storage: storage_drives.DriveStorage | None = None,
     ) -> None:
         self.svc = Services(conn, config, hooks)
-        self.drives = storage_drives.VmStorage(storage)  # prepared drives and VM leases
+        # prepared drives and VM leases; a lease lost under a running VM stops it
+        self.drives = storage_drives.VmStorage(storage, on_lost=self._lease_lost)
         self.config = config
         self.executor = executor
         self.events = events
@@ -104,6 +105,7 @@ class VmManager:
             held, self._held_events = self._held_events, None
             for method, args in held:
                 getattr(self, method)(*args)
+        await self.drives.recovered(set(self.vms))  # leases of VMs gone meanwhile go back
         log.info("recovery done: %d VMs", len(self.vms))
         await self.executor.run(recovery.release_freed_memory, name="malloc_trim")
         return len(self.vms)
@@ -165,13 +167,18 @@ class VmManager:
 
     async def _adopt_storage(self, vm: Vm) -> None:
         """Re-take an adopted VM's leases; if another host took one, this copy must go."""
-        if await self.drives.adopt(vm.id, vm.meta):
+        if not await self.drives.adopt(vm.id, vm.meta):
+            self._lease_lost(vm.id, "VM lease held by another host: the VM runs there")
+
+    def _lease_lost(self, vm_id: str, why: str) -> None:
+        """A VM without its lease must not run on: Down, and its domain destroyed."""
+        vm = self.vms.get(vm_id)
+        if vm is None or vm.is_down:
             return
-        log.error("vmId=%s: its VM lease is held by another host now; destroying this copy",
-                  vm.id)
-        vm.set_down(ExitCode.ERROR, ExitReason.GENERIC_ERROR,
-                    "VM lease held by another host: the VM runs there")
-        await self._kill_stray(vm.id)
+        log.error("vmId=%s: %s; destroying this copy", vm_id, why)
+        vm.destroy_requested = True  # a start under way stops before createXML
+        vm.set_down(ExitCode.ERROR, ExitReason.GENERIC_ERROR, why)
+        self._spawn(self._kill_stray(vm_id), f"lease-lost-{vm_id}")
 
     # -- libvirt events (EventListener) -----------------------------------------------
 
@@ -295,7 +302,11 @@ class VmManager:
         if xml is not None:
             if not isinstance(xml, str):
                 raise invalid_parameter("vmParams.xml", "expected a string")
-            defn = domxml.parse(xml, vm_id)
+            # on a worker: lxml lets go of the GIL while it parses, and on the loop each
+            # parse would then wait for the GIL behind other threads (see Definition.text)
+            defn = await self.executor.run(domxml.parse, xml, vm_id, name="parse domain XML")
+            if vm_id in self.vms:  # created meanwhile
+                raise VMExists(f"Virtual machine {vm_id} already exists")
             if "launchPaused" in params:
                 defn.meta.values["launchPaused"] = params["launchPaused"] in (True, "true")
         else:
@@ -336,6 +347,8 @@ class VmManager:
             vm.set_down(ExitCode.ERROR, ExitReason.GENERIC_ERROR, exc.message)
             return
         await lifecycle.start(self.svc, vm, defn)
+        if vm.has_domain and not self.drives.started(vm.id):
+            self._lease_lost(vm.id, "VM lease lost while the VM started")
 
     async def destroy(self, vm_id: str, graceful_attempts: int = 1) -> None:
         vm = self.get(vm_id)

@@ -115,8 +115,13 @@ def _load_value(el: etree._Element) -> Scalar:
     return el.text or ""
 
 
+def _local(tag: str) -> str:
+    """The local name of an element's tag (``{ns}name`` or ``name``)."""
+    return tag.rpartition("}")[2]
+
+
 def _load_custom(el: etree._Element) -> dict[str, str]:
-    return {etree.QName(child).localname: child.text or "" for child in el
+    return {_local(child.tag): child.text or "" for child in el
             if isinstance(child.tag, str)}
 
 
@@ -126,7 +131,7 @@ def from_element(vm_el: etree._Element) -> VmMetadata:
     for child in vm_el:
         if not isinstance(child.tag, str):
             continue  # comments
-        tag = etree.QName(child).localname
+        tag = _local(child.tag)
         if tag == "custom":
             meta.custom = _load_custom(child)
         elif tag == "device":
@@ -134,7 +139,7 @@ def from_element(vm_el: etree._Element) -> VmMetadata:
             for sub in child:
                 if not isinstance(sub.tag, str):
                     continue
-                sub_tag = etree.QName(sub).localname
+                sub_tag = _local(sub.tag)
                 if sub_tag == "custom":
                     dev.custom = _load_custom(sub)
                 elif len(sub) == 0:
@@ -160,8 +165,20 @@ def from_domain(domain: etree._Element) -> VmMetadata | None:
 # -- writing -------------------------------------------------------------------------------
 
 
+def copy_of(meta: VmMetadata) -> VmMetadata:
+    """A copy that later changes to ``meta`` leave alone (extra elements are shared)."""
+    return VmMetadata(
+        values=dict(meta.values), custom=dict(meta.custom),
+        devices=[DeviceMeta(dict(d.attrs), dict(d.values), dict(d.custom))
+                 for d in meta.devices],
+        extra=list(meta.extra))
+
+
 def _dump_value(parent: etree._Element, tag: str, value: Scalar) -> None:
-    el = etree.SubElement(parent, q(tag))
+    _set_value(etree.SubElement(parent, q(tag)), value)
+
+
+def _set_value(el: etree._Element, value: Scalar) -> None:
     if isinstance(value, bool):
         el.set("type", "bool")
         el.text = "true" if value else "false"
@@ -204,8 +221,50 @@ def to_xml(meta: VmMetadata) -> str:
     return etree.tostring(to_element(meta), encoding="unicode")
 
 
-def store(domain: etree._Element, meta: VmMetadata) -> None:
-    """Put ``meta`` into a ``<domain>`` tree, replacing our previous element."""
+def _same_value(a: Scalar, b: Scalar) -> bool:
+    return type(a) is type(b) and a == b
+
+
+def _rewrite_values(vm_el: etree._Element, old: VmMetadata, new: VmMetadata) -> bool:
+    """Make ``vm_el`` (which holds ``old``) hold ``new`` by rewriting only its changed
+    scalar values; False (nothing touched) when more than scalar values changed."""
+    if (new.custom != old.custom or new.devices != old.devices or len(new.extra) != len(
+            old.extra) or any(a is not b for a, b in zip(new.extra, old.extra))):
+        return False
+    changed = [k for k, v in new.values.items()
+               if k not in old.values or not _same_value(old.values[k], v)]
+    removed = [k for k in old.values if k not in new.values]
+    if not changed and not removed:
+        return True
+    leaves: dict[str, list[etree._Element]] = {}
+    for child in vm_el:
+        if isinstance(child.tag, str) and len(child) == 0:
+            leaves.setdefault(_local(child.tag), []).append(child)
+    if any(len(leaves.get(k, ())) > 1 or k in ("custom", "device") for k in changed + removed):
+        return False  # not a plain value element: let store rebuild the whole element
+    for key in removed:
+        vm_el.remove(leaves[key][0])
+    for key in changed:
+        if key in leaves:
+            el = leaves[key][0]
+            el.attrib.clear()
+            _set_value(el, new.values[key])
+        else:
+            _dump_value(vm_el, key, new.values[key])
+    return True
+
+
+def store(domain: etree._Element, meta: VmMetadata, held: VmMetadata | None = None) -> None:
+    """Put ``meta`` into a ``<domain>`` tree, replacing our previous element.
+
+    ``held``: what the tree's element is known to hold (as parsed from it, unchanged since);
+    when ``meta`` differs from it only in scalar values, only those elements are rewritten
+    (the usual VM.create of an engine's XML: a start time added).
+    """
+    if held is not None:
+        found = find(domain)
+        if found is not None and _rewrite_values(found, held, meta):
+            return
     metadata = domain.find("metadata")
     if metadata is None:
         metadata = etree.Element("metadata")

@@ -35,7 +35,7 @@ def _int(text: str | None) -> int:
 
 
 def _address_of(el: etree._Element) -> tuple[int, int, int, int] | None:
-    addr = el.find("address")
+    addr = next(el.iterchildren("address"), None)
     if addr is None or addr.get("type") != "pci":
         return None
     return (_int(addr.get("domain")), _int(addr.get("bus")), _int(addr.get("slot")),
@@ -109,10 +109,13 @@ def assign_nic_addresses(domain: etree._Element, q35: bool, spare_root_ports: in
     devices = domain.find("devices")
     if devices is None:
         return
+    nics = devices.findall("interface")
+    if not spare_root_ports and all(_address_of(nic) is not None for nic in nics):
+        return  # the usual case of an engine's XML: nothing to plan
     bus0 = _Bus0(taken(devices))
     indexes = _pci_indexes(devices)
     last = 0  # slot (i440fx) or bus (q35) of the previous NIC
-    for nic in devices.findall("interface"):
+    for nic in nics:
         addr = _address_of(nic)
         if addr is not None:
             last = max(last, addr[1] if q35 else (addr[2] if addr[1] == 0 else last))

@@ -9,10 +9,14 @@ per-VM bookkeeping of what was taken, so that everything is given back exactly o
   storage) and write the prepared path and format into the disk's ``<source>``/``<driver>``;
   look each lease up and write its path and offset into the ``<lease>``'s ``<target>``
   (replacing the engine's ``LEASE-PATH``/``LEASE-OFFSET`` placeholders); then acquire the
-  leases. A failure at any point gives back what was taken so far and raises;
+  leases (storage holds them for the VM outside the daemon, so that they outlive it). A
+  failure at any point gives back what was taken so far and raises;
+- started (the domain runs): the leases' holder guards the VM from then on;
 - detach (the VM went Down, was destroyed, or its start failed): release the leases, tear
   the drives down. Idempotent, and one detach runs per VM however many callers ask;
-- adopt (recovery after a daemon restart): re-prepare (idempotent) and re-acquire.
+- adopt (recovery after a daemon restart): re-prepare (idempotent), and find the leases
+  still held for the running VM (or take them again); then release the leases of VMs that
+  are gone. A lease lost while the VM runs is reported to the ``on_lost`` callback.
 
 Storage is reached only through the :class:`DriveStorage` protocol (the daemon passes an
 adapter over the storage service); this module must not import the storage package. All
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -97,11 +101,28 @@ class DriveStorage(Protocol):
     async def lease_info(self, lease: LeaseRef) -> LeaseTarget:
         """Where the lease lives (looked up in the domain's ``xleases`` index)."""
 
-    async def acquire_vm_lease(self, lease: LeaseRef, target: LeaseTarget) -> None:
-        """Take the lease for this host; refused when another host holds it."""
+    async def acquire_vm_leases(self, vm_id: str,
+                                leases: Sequence[tuple[LeaseRef, LeaseTarget]]) -> None:
+        """Take the VM's leases for this host, held for the VM outside the daemon (they
+        outlive it); VmLeaseHeld when another host holds one. All or none."""
 
-    async def release_vm_lease(self, lease: LeaseRef, target: LeaseTarget) -> None:
-        """Give the lease back (not holding it is not an error)."""
+    async def adopt_vm_leases(self, vm_id: str,
+                              leases: Sequence[tuple[LeaseRef, LeaseTarget]]) -> None:
+        """Recovery, for a running VM: its leases as still held for it, or taken again
+        (VmLeaseHeld if another host has them now); the VM is guarded from then on."""
+
+    async def release_vm_leases(self, vm_id: str) -> None:
+        """Give the VM's leases back (holding none is not an error)."""
+
+    def vm_started(self, vm_id: str) -> bool:
+        """The VM's domain runs: whoever holds its leases guards it (stops it if they are
+        lost). False if the VM holds its leases no more."""
+
+    async def reap_vm_leases(self, running: Collection[str]) -> None:
+        """Recovery's end: give back the leases held for VMs not in ``running``."""
+
+    def on_lease_lost(self, callback: Callable[[str, str], None]) -> None:
+        """``callback(vm_id, why)`` when a running VM's leases are lost (not given back)."""
 
 
 # -- reading a definition --------------------------------------------------------------------
@@ -239,10 +260,13 @@ def _create_error(what: str, exc: VdsmError) -> VMCreateError:
 class VmStorage:
     """The drives and leases of every VM of this host (the manager holds one)."""
 
-    def __init__(self, storage: DriveStorage | None) -> None:
+    def __init__(self, storage: DriveStorage | None,
+                 on_lost: Callable[[str, str], None] | None = None) -> None:
         self.storage = storage
         self._attached: dict[str, Attached] = {}
         self._detaching: dict[str, asyncio.Task[None]] = {}
+        if storage is not None and on_lost is not None:
+            storage.on_lease_lost(on_lost)
 
     def check(self, root: etree._Element, meta: VmMetadata) -> None:
         """Refuse (91) storage references that are not UUIDs or are incomplete, at once."""
@@ -276,6 +300,7 @@ class VmStorage:
                                         exc) from None
                 held.drives.append(drive.ref)
                 set_drive_source(drive.element, prepared)
+            targets = []
             for lease in leases:
                 try:
                     target = await self.storage.lease_info(lease.ref)
@@ -284,16 +309,31 @@ class VmStorage:
                 set_lease_target(lease.element, target)
                 if meta_lease(meta, lease.ref) is None:
                     meta.devices.append(lease_meta(lease.ref))
+                targets.append((lease.ref, target))
+            if targets:
                 try:
-                    await self.storage.acquire_vm_lease(lease.ref, target)
+                    await self.storage.acquire_vm_leases(vm_id, targets)
                 except VdsmError as exc:
-                    raise _create_error(f"cannot acquire VM lease {lease.ref}", exc) from None
-                held.leases.append((lease.ref, target))
+                    names = ", ".join(str(ref) for ref, _ in targets)
+                    raise _create_error(f"cannot acquire VM lease {names}", exc) from None
+                held.leases = targets
         except BaseException:
             await self.detach(vm_id)
             raise
         log.info("vmId=%s: %d storage drives prepared, %d VM leases held", vm_id,
                  len(held.drives), len(held.leases))
+
+    def started(self, vm_id: str) -> bool:
+        """The domain runs: its leases guard it. False if it lost them meanwhile."""
+        held = self._attached.get(vm_id)
+        if held is None or not held.leases or self.storage is None:
+            return True
+        return self.storage.vm_started(vm_id)
+
+    async def recovered(self, running: Collection[str]) -> None:
+        """Recovery's end: leases still held for VMs that no longer run are given back."""
+        if self.storage is not None:
+            await self.storage.reap_vm_leases(running)
 
     def detach_soon(self, vm_id: str) -> asyncio.Task[None] | None:
         """Start giving back what the VM holds (once); the task doing it, if any."""
@@ -316,11 +356,11 @@ class VmStorage:
 
     async def _give_back(self, vm_id: str, held: Attached) -> None:
         assert self.storage is not None
-        for ref, target in reversed(held.leases):
+        if held.leases:
             try:
-                await self.storage.release_vm_lease(ref, target)
+                await self.storage.release_vm_leases(vm_id)
             except VdsmError as exc:
-                log.error("vmId=%s: cannot release VM lease %s: %s", vm_id, ref, exc)
+                log.error("vmId=%s: cannot release its VM leases: %s", vm_id, exc)
         for drive in reversed(held.drives):
             try:
                 await self.storage.teardown(drive)
@@ -339,6 +379,8 @@ class VmStorage:
         if self.storage is None or vm_id in self._attached:
             return True
         held = Attached()
+        self._attached[vm_id] = held
+        leases = []
         for dev in meta.devices:
             kind = dev.attrs.get("devtype")
             try:
@@ -350,16 +392,19 @@ class VmStorage:
                 elif kind == "lease":
                     lease = LeaseRef(uuid_field(dev.values.get("sd_id"), "lease.sd_id"),
                                      uuid_field(dev.values.get("lease_id"), "lease.lease_id"))
-                    target = await self.storage.lease_info(lease)
-                    held.leases.append((lease, target))
-                    await self.storage.acquire_vm_lease(lease, target)
+                    leases.append((lease, await self.storage.lease_info(lease)))
             except VdsmError as exc:
                 log.error("vmId=%s: recovery of %s storage failed: %s", vm_id, kind, exc)
-                if isinstance(exc, VmLeaseHeld):
-                    held.leases.pop()
-                    self._attached[vm_id] = held
-                    return False
-        self._attached[vm_id] = held
+        if not leases:
+            return True
+        try:
+            await self.storage.adopt_vm_leases(vm_id, leases)
+        except VdsmError as exc:
+            log.error("vmId=%s: recovery of its VM leases failed: %s", vm_id, exc)
+            return not isinstance(exc, VmLeaseHeld)
+        held.leases = leases
+        if self._attached.get(vm_id) is not held:  # went Down meanwhile: given back already
+            await self.storage.release_vm_leases(vm_id)
         return True
 
 
