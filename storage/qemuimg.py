@@ -12,10 +12,12 @@ Must not know about domains or metadata.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -65,6 +67,13 @@ class QemuImgFailed(StorageError):
 
 
 Progress = Callable[[float], None]
+
+
+@functools.cache
+def _qemu_img() -> str:
+    """qemu-img's absolute path, looked up once (not at every spawn); the bare name if it
+    is not installed, so that running it fails with a clear error."""
+    return shutil.which(QEMU_IMG) or QEMU_IMG
 _PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 
 
@@ -74,6 +83,39 @@ def _raise_failure(argv: list[str], returncode: int, stderr: str,
     if "No space left on device" in stderr:
         raise NoSpaceLeftOnDomain(f"qemu-img {argv[1]}: {detail}")
     raise error(f"qemu-img {argv[1]} failed (rc={returncode}): {detail}")
+
+
+class Running:
+    """A started qemu-img; :meth:`wait` collects its end (started and waited for by the
+    same caller, so the caller can do other work meanwhile)."""
+
+    def __init__(self, argv: list[str], error: type[StorageError], timeout: float) -> None:
+        log.debug("running %s", argv)
+        self.argv, self.error, self.timeout = argv, error, timeout
+        self.deadline = time.monotonic() + timeout
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True)
+        except OSError as exc:
+            raise error(f"cannot run qemu-img: {exc.strerror}") from None
+
+    def wait(self) -> str:
+        """Its stdout; raises ``error`` (or NoSpaceLeftOnDomain) if it failed or overran."""
+        try:
+            stdout, stderr = self.proc.communicate(
+                timeout=max(0.0, self.deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            raise self.error(f"qemu-img did not finish within {self.timeout:g} s: "
+                             f"{self.argv[1]}") from None
+        except BaseException:
+            self.proc.kill()
+            self.proc.communicate()
+            raise
+        if self.proc.returncode != 0:
+            _raise_failure(self.argv, self.proc.returncode, stderr, self.error)
+        return stdout
 
 
 def _run(argv: list[str], error: type[StorageError], timeout: float) -> str:
@@ -141,7 +183,15 @@ def _backing(flag: str, backing: str, backing_format: str | None) -> list[str]:
     return [flag, backing, "-F", backing_format]
 
 
-def create(
+def create(path: Path, fmt: str, size: int, *, error: type[StorageError] = QemuImgFailed,
+           timeout: float = DEFAULT_TIMEOUT, **layout: str | None) -> None:
+    """Create ``path`` of ``size`` bytes; ``layout``: ``backing`` (relative to ``path``,
+    makes a layer), ``backing_format``, ``preallocation`` (qemu-img's option: ``falloc``
+    for raw, ``metadata`` for qcow2)."""
+    _run(_create_argv(path, fmt, size, **layout), error, timeout)
+
+
+def start_create(
     path: Path,
     fmt: str,
     size: int,
@@ -151,14 +201,20 @@ def create(
     preallocation: str | None = None,
     error: type[StorageError] = QemuImgFailed,
     timeout: float = DEFAULT_TIMEOUT,
-) -> None:
-    """Create ``path`` of ``size`` bytes; ``backing`` (relative to ``path``) makes a layer.
+) -> Running:
+    """:func:`create`, started: the caller must ``wait()`` for it (most of a create is
+    qemu-img's own start-up, which the caller's other work can overlap)."""
+    return Running(_create_argv(path, fmt, size, backing=backing,
+                                backing_format=backing_format, preallocation=preallocation),
+                   error, timeout)
 
-    ``preallocation`` is qemu-img's option (``falloc`` for raw, ``metadata`` for qcow2).
-    """
+
+def _create_argv(path: Path, fmt: str, size: int, *, backing: str | None = None,
+                 backing_format: str | None = None, preallocation: str | None = None
+                 ) -> list[str]:
     if fmt not in FORMATS:
         raise ValueError(f"unsupported format {fmt}")
-    argv = [QEMU_IMG, "create", "-f", fmt]
+    argv = [_qemu_img(), "create", "-f", fmt]
     options = []
     if fmt == "qcow2":
         options.append("compat=1.1")
@@ -168,8 +224,7 @@ def create(
         argv += ["-o", ",".join(options)]
     if backing is not None:
         argv += [*_backing("-b", backing, backing_format), "-u"]
-    argv += [str(path), str(size)]
-    _run(argv, error, timeout)
+    return argv + [str(path), str(size)]
 
 
 def info(
@@ -183,7 +238,7 @@ def info(
 
     ``-U`` (force share) lets us read an image a running VM has open.
     """
-    argv = [QEMU_IMG, "info", "--output", "json", "-U"]
+    argv = [_qemu_img(), "info", "--output", "json", "-U"]
     if chain:
         argv.append("--backing-chain")
     argv.append(str(path))
@@ -205,7 +260,7 @@ def resize(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> None:
     """Grow ``path`` to ``size`` bytes (shrinking is refused by the domain before this)."""
-    _run([QEMU_IMG, "resize", "-f", fmt, str(path), str(size)], error, timeout)
+    _run([_qemu_img(), "resize", "-f", fmt, str(path), str(size)], error, timeout)
 
 
 def check(
@@ -216,7 +271,7 @@ def check(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> dict[str, Any]:
     """``qemu-img check`` of a qcow2 image; raise ``error`` when it reports corruption."""
-    argv = [QEMU_IMG, "check", "--output", "json", "-f", fmt, "-U", str(path)]
+    argv = [_qemu_img(), "check", "--output", "json", "-f", fmt, "-U", str(path)]
     proc = subprocess.run(
         argv, capture_output=True, text=True, timeout=timeout, check=False,
         stdin=subprocess.DEVNULL,
@@ -240,7 +295,7 @@ def measure(
     timeout: float = 60.0,
 ) -> int:
     """Bytes a copy of ``path`` (its whole chain, collapsed) needs in ``out_fmt``."""
-    argv = [QEMU_IMG, "measure", "--output", "json", "-U", "-f", fmt, "-O", out_fmt, str(path)]
+    argv = [_qemu_img(), "measure", "--output", "json", "-U", "-f", fmt, "-O", out_fmt, str(path)]
     out = _run(argv, error, timeout)
     try:
         return int(json.loads(out)["required"])
@@ -270,7 +325,7 @@ def convert(
     """
     if src_fmt not in FORMATS or dst_fmt not in FORMATS:
         raise ValueError(f"unsupported format {src_fmt} -> {dst_fmt}")
-    argv = [QEMU_IMG, "convert", "-p", "-f", src_fmt, "-O", dst_fmt]
+    argv = [_qemu_img(), "convert", "-p", "-f", src_fmt, "-O", dst_fmt]
     if not create:
         argv.append("-n")
     elif dst_fmt == "qcow2":
@@ -291,7 +346,7 @@ def commit(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> None:
     """Write ``top``'s clusters into ``base`` (an ancestor); ``top`` is left as it was."""
-    argv = [QEMU_IMG, "commit", "-p", "-f", top_fmt, "-b", str(base), str(top)]
+    argv = [_qemu_img(), "commit", "-p", "-f", top_fmt, "-b", str(base), str(top)]
     _run_with_progress(argv, error, timeout, progress)
 
 
@@ -305,6 +360,6 @@ def rebase_unsafe(
 ) -> None:
     """Point qcow2 ``path`` at ``backing`` without copying data (the caller guarantees
     that the new backing file reads the same as the old one)."""
-    argv = [QEMU_IMG, "rebase", "-u", "-f", "qcow2", *_backing("-b", backing, backing_format),
+    argv = [_qemu_img(), "rebase", "-u", "-f", "qcow2", *_backing("-b", backing, backing_format),
             str(path)]
     _run(argv, error, timeout)

@@ -6,10 +6,12 @@ and delete are plans of :class:`storage.tasks.Step` (``*_plan``), each forward s
 with its undo, run by the SPM's task manager (persisted, recovered after a crash) or in
 this thread by :meth:`Volumes.create` & co. (undone in memory on failure). A new volume is
 written ILLEGAL and turned LEGAL only as the last step, so a crash mid-create leaves a
-volume that no VM will use, and recovery removes it. That ILLEGAL ``.meta`` is written
-without fsync: the final LEGAL write is durable (fsync'd file and image directory) and makes
-the whole volume durable with it (qemu-img syncs the data, a new image directory is fsync'd
-into ``images/``), so a task never ends with a volume a power loss could take away.
+volume that no VM will use, and recovery removes it. The files are made in one step
+(``create_volume_files``: qemu-img started first, the ILLEGAL ``.meta`` and the lease made
+while it runs) and nothing of it is synced by us: the final LEGAL write is durable (fsync'd
+``.meta``, image directory, then ``images/`` for a new image directory) and makes the whole
+volume durable with it (qemu-img syncs the data, sanlock writes the lease synchronously), so
+a task never ends with a volume a power loss could take away.
 Deletion marks the volume ILLEGAL (undoable), then removes it (only ever completed).
 Blocking (files, qemu-img): call from workers. Must not acquire host ids or know about
 pools.
@@ -23,7 +25,6 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -134,6 +135,7 @@ class Volumes:
         "check_create", "create_image_dir", "remove_image_dir_if_empty", "create_metadata",
         "remove_metadata", "create_volume_data", "remove_volume_data", "create_lease",
         "remove_lease", "create_data_and_lease", "remove_data_and_lease",
+        "create_volume_files", "remove_volume_files",
         "mark_parent_internal", "restore_parent_leaf", "set_legal",
         "check_delete", "mark_illegal", "restore_legality", "remove_volume",
         "check_extend", "acquire_lease", "release_lease", "resize_data", "set_capacity",
@@ -153,12 +155,16 @@ class Volumes:
         return self.metadata(spec.img_uuid, spec.vol_uuid)
 
     def create_plan(self, spec: VolumeSpec) -> list[Step]:
-        """Checked now; the steps make the volume ILLEGAL first and LEGAL last."""
+        """Checked now; the steps make the volume ILLEGAL first and LEGAL last (the LEGAL
+        write also makes the new image directory durable: see :meth:`set_legal`)."""
         self.check_create(asdict(spec))
         args = {"spec": asdict(spec)}
-        return [Step(self.target, "check_create", args),  # again, under the image's lock
-                *self.making_steps(spec),
-                Step(self.target, "set_legal", args)]
+        steps = [Step(self.target, "check_create", args),  # again, under the image's lock
+                 Step(self.target, "create_volume_files", args, undo="remove_volume_files")]
+        if spec.parent != sc.BLANK_UUID:
+            steps.append(Step(self.target, "mark_parent_internal", args,
+                              undo="restore_parent_leaf"))
+        return [*steps, Step(self.target, "set_legal", args)]
 
     def making_steps(self, spec: VolumeSpec) -> list[Step]:
         """The steps that make the volume, ILLEGAL (no checks, no final LEGAL write: a
@@ -201,11 +207,34 @@ class Volumes:
             if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY):
                 raise
 
+    def create_volume_files(self, spec: dict[str, Any]) -> None:
+        """The image directory, then the volume's three files at once (ILLEGAL ``.meta``).
+
+        Nothing here is synced: the LEGAL write that ends the plan (:meth:`set_legal`)
+        makes the new directory entries durable; qemu-img syncs the data it writes, sanlock
+        writes the lease synchronously (and it is fsync'd), the ``.meta`` is rewritten."""
+        with _creating(spec):
+            try:
+                self.domain.image_dir(spec["img_uuid"]).mkdir(mode=0o755)
+            except FileExistsError:
+                pass
+        self._make_files(spec, metadata=True)
+
+    def remove_volume_files(self, spec: dict[str, Any]) -> None:
+        """Undo of :meth:`create_volume_files`: whatever of it exists, and the image
+        directory if that leaves it empty."""
+        self.remove_data_and_lease(spec)
+        self.remove_metadata(spec)
+        self.remove_image_dir_if_empty(spec)
+
     def create_metadata(self, spec: dict[str, Any]) -> None:
         vs = VolumeSpec(**spec)
-        parent_md = None
-        if vs.parent != sc.BLANK_UUID:
-            parent_md = self.metadata(vs.img_uuid, vs.parent)
+        self._write_illegal_metadata(vs, self._parent_metadata(vs))
+
+    def _parent_metadata(self, vs: VolumeSpec) -> VolumeMetadata | None:
+        return self.metadata(vs.img_uuid, vs.parent) if vs.parent != sc.BLANK_UUID else None
+
+    def _write_illegal_metadata(self, vs: VolumeSpec, parent_md: VolumeMetadata | None) -> None:
         md = VolumeMetadata(
             domain=self.domain.sd_uuid, image=vs.img_uuid, parent=vs.parent,
             capacity=vs.capacity, format=vs.format, type=vs.allocation,
@@ -213,7 +242,7 @@ class Volumes:
             legality=sc.ILLEGAL_VOL, ctime=int(time.time()),
             sequence=(parent_md.sequence + 1) if parent_md else 0,
         )
-        with _creating(spec):  # made durable by the LEGAL write that ends the plan
+        with _creating(asdict(vs)):  # made durable by the LEGAL write that ends the plan
             self._write_metadata(vs.img_uuid, vs.vol_uuid, md, durable=False)
 
     def remove_metadata(self, spec: dict[str, Any]) -> None:
@@ -223,11 +252,9 @@ class Volumes:
 
     def create_volume_data(self, spec: dict[str, Any]) -> None:
         vs = VolumeSpec(**spec)
-        parent_md = self.metadata(vs.img_uuid, vs.parent) if vs.parent != sc.BLANK_UUID \
-            else None
         path = self.path(vs.img_uuid, vs.vol_uuid)
         with _creating(spec):
-            self._create_data(vs, path, parent_md)
+            self._start_data(vs, path, self._parent_metadata(vs)).wait()
             os.chmod(path, sc.FILE_VOLUME_PERMISSIONS)
 
     def remove_volume_data(self, spec: dict[str, Any]) -> None:
@@ -245,18 +272,27 @@ class Volumes:
         _unlink(self.lease_disk(spec["img_uuid"], spec["vol_uuid"]).path)
 
     def create_data_and_lease(self, spec: dict[str, Any]) -> None:
-        """qemu-img makes the data while sanlock formats the lease: both mostly wait on I/O
-        (the lease, 1 MiB written directly, costs about as much as the image)."""
-        if self.domain.locks is None:  # nothing to overlap: an empty file
-            self.create_volume_data(spec)
+        self._make_files(spec, metadata=False)
+
+    def _make_files(self, spec: dict[str, Any], *, metadata: bool) -> None:
+        """qemu-img is started first (its own start-up is most of its time); the ILLEGAL
+        ``.meta`` (if asked) and the lease (1 MiB written by sanlock's daemon, as long as
+        the image) are made while it runs, in this thread."""
+        vs = VolumeSpec(**spec)
+        parent_md = self._parent_metadata(vs)
+        path = self.path(vs.img_uuid, vs.vol_uuid)
+        with _creating(spec):
+            data = self._start_data(vs, path, parent_md)
+        try:
+            if metadata:
+                self._write_illegal_metadata(vs, parent_md)
             self.create_lease(spec)
-            return
-        with ThreadPoolExecutor(1, thread_name_prefix="qemu-img") as pool:
-            data = pool.submit(self.create_volume_data, spec)
-            try:
-                self.create_lease(spec)
-            finally:
-                data.result()  # its error first: the lease's is often a consequence
+        except BaseException:
+            data.wait()  # its error first: the others' are often a consequence
+            raise
+        with _creating(spec):
+            data.wait()
+            os.chmod(path, sc.FILE_VOLUME_PERMISSIONS)
 
     def remove_data_and_lease(self, spec: dict[str, Any]) -> None:
         self.remove_lease(spec)
@@ -276,14 +312,18 @@ class Volumes:
             self._set_voltype(img, parent, sc.LEAF_VOL)
 
     def set_legal(self, spec: dict[str, Any]) -> None:
+        """The durable LEGAL write (fsync'd ``.meta`` and image directory), then the image
+        directory's own entry in ``images/`` (a new one is not synced when made)."""
         self.update(spec["img_uuid"], spec["vol_uuid"], legality=sc.LEGAL_VOL)
+        fsync_dir(self.domain.images_dir)
 
-    def _create_data(self, spec: VolumeSpec, path: Path, parent: VolumeMetadata | None) -> None:
+    def _start_data(self, spec: VolumeSpec, path: Path,
+                    parent: VolumeMetadata | None) -> qemuimg.Running:
         fmt = QEMU_FORMAT[spec.format]
         prealloc = None
         if spec.allocation == sc.PREALLOCATED:
             prealloc = "falloc"  # raw: fallocate; qcow2: metadata + fallocate
-        qemuimg.create(
+        return qemuimg.start_create(
             path, fmt, spec.capacity,
             backing=spec.parent if parent else None,
             backing_format=QEMU_FORMAT[parent.format] if parent else None,

@@ -171,7 +171,7 @@ async def test_one_spm_of_two_hosts_and_the_survivor_recovers_the_dead_ones_task
     # the SPM dies in the middle of a create; its lease goes with it
     status = await a.wait_task(await a.ok("Volume.create", volumeID=V1, **NEW))
     assert status["taskResult"] == "success"
-    fifo = a.pause_before("create_data_and_lease")
+    fifo = a.pause_before("create_volume_files")
     task_id = await a.ok("Volume.create", volumeID=V3, srcVolUUID=V1, **NEW)
     fd = wait_paused(fifo)
     await a.kill()

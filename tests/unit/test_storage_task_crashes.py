@@ -7,6 +7,7 @@ state on disk after the crash and the recovery's result."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -203,8 +204,8 @@ def test_an_end_that_cannot_be_recorded_is_never_reported_as_success(tmp_path):
 
 # -- the volume steps, with real qemu-img -------------------------------------------------
 
-CREATE = ["check_create", "create_image_dir", "create_metadata", "create_data_and_lease",
-          "mark_parent_internal", "set_legal", None]  # None: before the end
+CREATE = ["check_create", "create_volume_files", "mark_parent_internal", "set_legal",
+          None]  # None: before the end
 
 
 @pytest.mark.parametrize("crash", CREATE)
@@ -228,6 +229,44 @@ def test_volume_create_killed_in_a_new_image_leaves_no_image_directory(tmp_path,
     run_until_crash(store, steps, lambda t: vols, crash_before("set_legal"))
     assert sorted(os.listdir(vols.domain.image_dir(IMG))) == [V1, V1 + ".lease", V1 + ".meta"]
     recover(store, lambda t: vols)
+    assert vols.domain.images() == []
+
+
+# what a kill in the middle of create_volume_files can leave (qemu-img, the .meta and the
+# lease are made at once), and what a power loss can leave of it (nothing was synced)
+HALF_MADE = {
+    "image directory only": [],
+    "data only": ["{v}"],
+    "meta only": ["{v}.meta"],
+    "meta being written": ["{v}.meta.new"],
+    "lease only": ["{v}.lease"],
+    "data and lease, no meta": ["{v}", "{v}.lease"],
+}
+
+
+@pytest.mark.parametrize("made", HALF_MADE)
+def test_volume_files_made_half_way_are_all_undone(tmp_path, vols, made):  # noqa: F811 - the imported fixture
+    steps = vols.create_plan(VolumeSpec(IMG, V1, sc.MiB, sc.COW_FORMAT, sc.SPARSE))
+    store = master_store(tmp_path / "msd")
+    run_until_crash(store, steps, lambda t: vols, crash_before("create_volume_files"))
+    image_dir = vols.domain.image_dir(IMG)
+    image_dir.mkdir()
+    for name in HALF_MADE[made]:
+        (image_dir / name.format(v=V1)).write_bytes(b"half")
+    mgr = recover(store, lambda t: vols)
+    assert mgr.status(TASK_ID)["taskResult"] == "cleanSuccess"
+    assert vols.domain.images() == []
+
+
+def test_volume_create_power_loss_before_the_legal_write_is_rolled_back(tmp_path, vols):  # noqa: F811 - the imported fixture
+    """The image directory's entry is synced only by the LEGAL write: a power loss before
+    it may take the whole new image away; recovery then has nothing left to undo."""
+    steps = vols.create_plan(VolumeSpec(IMG, V1, sc.MiB, sc.COW_FORMAT, sc.SPARSE))
+    store = master_store(tmp_path / "msd")
+    run_until_crash(store, steps, lambda t: vols, crash_before("set_legal"))
+    shutil.rmtree(vols.domain.image_dir(IMG))  # lost with the power
+    mgr = recover(store, lambda t: vols)
+    assert mgr.status(TASK_ID)["taskResult"] == "cleanSuccess"
     assert vols.domain.images() == []
 
 
@@ -265,9 +304,10 @@ def test_volume_steps_make_a_created_volume_durable(tmp_path, vols, monkeypatch)
     monkeypatch.setattr(os, "fsync", fsync)
     vols.create(VolumeSpec(IMG, V1, sc.MiB, sc.COW_FORMAT, sc.SPARSE))
     image_dir = vols.domain.image_dir(IMG)
-    # the new image directory into images/, the LEGAL .meta and the entries of its directory
-    assert synced == [str(vols.domain.images_dir), str(image_dir / (V1 + ".meta.new")),
-                      str(image_dir)]
+    # all at the end: the LEGAL .meta, the entries of its directory, the new image
+    # directory's entry in images/ (nothing was synced while the files were made)
+    assert synced == [str(image_dir / (V1 + ".meta.new")), str(image_dir),
+                      str(vols.domain.images_dir)]
 
 
 class LeaseFormatter:

@@ -107,7 +107,7 @@ def test_qemu_failure_rolls_back_everything(vols, monkeypatch):
 
     def boom(*a, **kw):
         raise VolumeCreationError("qemu-img create failed")
-    monkeypatch.setattr(qemuimg, "create", boom)
+    monkeypatch.setattr(qemuimg, "start_create", boom)
     with pytest.raises(VolumeCreationError):
         vols.create(spec(vol=V2, parent=V1))
     assert files(vols) == [V1, V1 + ".lease", V1 + ".meta"]
