@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict
 
 from storage import constants as sc
 from storage import qemuimg
@@ -122,22 +121,6 @@ def replaces_destination(dst_images: Images, img_uuid: str, force: bool,
     return True
 
 
-def volume_steps(vols: Volumes, spec: VolumeSpec) -> list[Step]:
-    """The steps that make a volume, ILLEGAL (Volumes' own steps, without its checks and
-    without the final ``set_legal``: the data is not there yet)."""
-    args = {"spec": asdict(spec)}
-    steps = [
-        Step(vols.target, "create_image_dir", args, undo="remove_image_dir_if_empty"),
-        Step(vols.target, "create_metadata", args, undo="remove_metadata"),
-        Step(vols.target, "create_volume_data", args, undo="remove_volume_data"),
-        Step(vols.target, "create_lease", args, undo="remove_lease"),
-    ]
-    if spec.parent != sc.BLANK_UUID:
-        steps.append(Step(vols.target, "mark_parent_internal", args,
-                          undo="restore_parent_leaf"))
-    return steps
-
-
 def _replace_steps(dst: Volumes, img_uuid: str, replace: bool) -> tuple[list[Step], list[Step]]:
     """Steps before and after the copy that rename an old image aside and drop it."""
     if not replace:
@@ -182,7 +165,7 @@ def copy_collapsed_plan(
     return [
         Step(target, "check_copy", check),
         *before,
-        *volume_steps(dst, spec),
+        *dst.making_steps(spec),
         Step(target, "convert", convert),
         Step(target, "set_volume", {"img_uuid": dst_img, "vol_uuid": dst_vol,
                                     "changes": {"voltype": vol_type,
@@ -208,7 +191,7 @@ def _structure(src_images: Images, img_uuid: str, dst: Volumes,
         # made sparse (a copy fills it), then given the source's allocation and role
         spec = VolumeSpec(img_uuid, vol, md.capacity, md.format, sc.SPARSE,
                           disktype=md.disktype, description=md.description, parent=md.parent)
-        steps += volume_steps(dst, spec)
+        steps += dst.making_steps(spec)
         steps.append(Step(ops_target(dst.domain.sd_uuid), "set_volume", {
             "img_uuid": img_uuid, "vol_uuid": vol,
             "changes": {"type": md.type, "voltype": md.voltype, "legality": legality}}))

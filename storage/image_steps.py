@@ -21,6 +21,7 @@ from typing import Any
 from storage import image_copy, image_merge, qemuimg
 from storage.image import Images
 from storage.image_merge import Subchain
+from storage.metadata import fsync_dir
 from storage.tasks import Step, current_step, run_inline
 from storage.volume import QEMU_FORMAT
 from vdsm_py.errors import CopyImageError, NoSpaceLeftOnDomain, TaskMetaDataLoadError
@@ -104,7 +105,10 @@ class ImageOps:
         allowed = {"type", "voltype", "legality"}
         if not set(changes) <= allowed:
             raise TaskMetaDataLoadError(f"set_volume may change only {sorted(allowed)}")
-        self.vols.update(img_uuid, vol_uuid, **changes)
+        self.vols.update(img_uuid, vol_uuid, **changes)  # durable .meta and image dir
+        # the volume was made by Volumes.making_steps, which leaves a new image directory's
+        # entry in images/ unsynced: this write ends the plan, so it makes it durable
+        fsync_dir(self.vols.domain.images_dir)
 
     def remove_image(self, img_uuid: str) -> None:
         """After a move: the source image (idempotent)."""

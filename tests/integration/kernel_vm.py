@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -141,3 +142,27 @@ def run_in_guest(script: str, *, timeout: float = 600, memory_mb: int = 1024) ->
             output=output_file.read_text(errors="replace") if output_file.exists() else "",
             console=console.read_text(errors="replace") if console.exists() else "",
         )
+
+
+IN_GUEST_ENV = "VDSM_PY_IN_KERNEL_GUEST"  # set inside the guest: its tests run, the host's skip
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_guest_tests(test_file: str | Path, expected: int, *, preamble: str = "",
+                    timeout: float = 900) -> None:
+    """Run ``test_file``'s ``guest_`` tests inside a guest; assert exactly ``expected`` pass.
+
+    ``preamble`` (sh) runs first, as root in the guest (module loads, servers); a test file
+    marks its in-guest tests with a skip unless ``IN_GUEST_ENV`` is "1". Nothing may skip
+    there: a skip would hide a missing kernel feature.
+    """
+    relative = Path(test_file).resolve().relative_to(REPO)
+    script = (
+        f"{preamble}\ncd {REPO}\nexport {IN_GUEST_ENV}=1\n"
+        f"exec .venv/bin/python -m pytest -q -p no:cacheprovider -rs -vv {relative} -k guest_\n"
+    )
+    result = run_in_guest(script, timeout=timeout)
+    detail = f"output:\n{result.output}\nconsole tail:\n{result.console[-2000:]}"
+    assert result.exit_code == 0, detail
+    assert re.search(rf"\b{expected} passed\b", result.output), detail
+    assert "skipped" not in result.output, detail

@@ -9,7 +9,6 @@ it, where they use private namespaces with veth NICs like the other network test
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +16,7 @@ import pytest
 
 from tests.integration import kernel_vm
 
-IN_GUEST = os.environ.get("VDSM_PY_IN_KERNEL_GUEST") == "1"
-ROOT = Path(__file__).resolve().parents[2]
+IN_GUEST = os.environ.get(kernel_vm.IN_GUEST_ENV) == "1"
 GUEST_TESTS = 7
 
 
@@ -27,18 +25,9 @@ GUEST_TESTS = 7
 @pytest.mark.skipif(os.geteuid() != 0, reason="the guest tests need root inside the guest")
 @pytest.mark.skipif(bool(kernel_vm.unavailable_reason()), reason=kernel_vm.unavailable_reason())
 def test_vlans_and_bonds_in_a_stock_kernel_guest() -> None:
-    script = (
-        f"cd {ROOT}\n"
-        "modprobe 8021q && modprobe bonding max_bonds=0 || exit 90\n"
-        "export VDSM_PY_IN_KERNEL_GUEST=1\n"
-        f"exec .venv/bin/python -m pytest -q -p no:cacheprovider -rs -vv {Path(__file__).relative_to(ROOT)}"
-        " -k guest_\n"
-    )
-    result = kernel_vm.run_in_guest(script, timeout=900)
-    detail = f"output:\n{result.output}\nconsole tail:\n{result.console[-2000:]}"
-    assert result.exit_code == 0, detail
-    assert re.search(rf"\b{GUEST_TESTS} passed\b", result.output), detail
-    assert "skipped" not in result.output, detail
+    kernel_vm.run_guest_tests(
+        __file__, GUEST_TESTS,
+        preamble="modprobe 8021q && modprobe bonding max_bonds=0 || exit 90")
 
 
 # --- inside the guest ------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import subprocess
 from pathlib import Path
 
@@ -23,8 +22,7 @@ from tests.integration import kernel_vm
 from tests.integration.storage_support import become_spm, storage_rpc
 from tests.integration.test_storage_api import BLANK
 
-IN_GUEST = os.environ.get("VDSM_PY_IN_KERNEL_GUEST") == "1"
-ROOT = Path(__file__).resolve().parents[2]
+IN_GUEST = os.environ.get(kernel_vm.IN_GUEST_ENV) == "1"
 GUEST_TESTS = 3
 NFS = 1
 
@@ -48,17 +46,7 @@ rpcbind -w && exportfs -o rw,no_root_squash,insecure,fsid=1 127.0.0.1:/srv/expor
 @pytest.mark.skipif(os.geteuid() != 0, reason="the guest tests need root inside the guest")
 @pytest.mark.skipif(bool(kernel_vm.unavailable_reason()), reason=kernel_vm.unavailable_reason())
 def test_nfs_domains_in_a_stock_kernel_guest() -> None:
-    script = (
-        f"{SERVER}\ncd {ROOT}\n"
-        "export VDSM_PY_IN_KERNEL_GUEST=1\n"
-        f"exec .venv/bin/python -m pytest -q -p no:cacheprovider -rs -vv "
-        f"{Path(__file__).relative_to(ROOT)} -k guest_\n"
-    )
-    result = kernel_vm.run_in_guest(script, timeout=900)
-    detail = f"output:\n{result.output}\nconsole tail:\n{result.console[-2000:]}"
-    assert result.exit_code == 0, detail
-    assert re.search(rf"\b{GUEST_TESTS} passed\b", result.output), detail
-    assert "skipped" not in result.output, detail
+    kernel_vm.run_guest_tests(__file__, GUEST_TESTS, preamble=SERVER)
 
 
 # --- inside the guest ------------------------------------------------------------------------
