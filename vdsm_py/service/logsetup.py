@@ -27,8 +27,8 @@ def under_journal() -> bool:
 
 def setup(level: str = "INFO") -> None:
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     handler: logging.Handler
     if under_journal():
         from systemd.journal import JournalHandler

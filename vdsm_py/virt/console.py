@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import libvirt
 import libvirt_qemu
@@ -41,7 +42,7 @@ _GUEST_COMMANDS = {
     "LOGOUT": ["terminate-seat", "seat0"],
 }
 
-Action = Callable[[Vm, str], Awaitable[None]]
+Action = Callable[[Vm, str], Coroutine[Any, Any, None]]
 
 
 def client_connected(vm: Vm, ip: str, port: str) -> None:
