@@ -163,6 +163,22 @@ async def test_engine_restart_converges_from_hosts(
         await second.close()
 
 
+async def test_restarted_engine_places_nothing_on_a_host_it_has_not_reached_again(
+        tmp_path: Path, hosts: list[DevHost]) -> None:
+    state = tmp_path / "engine"
+    async with running_engine(state) as first:
+        await enroll(first, "h1", hosts[0])
+        await enroll(first, "h2", hosts[1])
+    hosts[0].freeze()  # h1 was Up when the engine stopped; now it answers nothing
+    async with running_engine(state) as second:
+        assert second.host("h1").status == HostStatus.CONNECTING
+        assert second.host("h1").status_reason == "the engine restarted"
+        await second.wait_host_status("h2", UP, WAIT)
+        vm = await second.vms.create("placed", 64)
+        await second.vms.start("placed")  # even spread would pick h1 if it still looked Up
+        assert vm.host_id == second.host("h2").id
+
+
 async def test_unreachable_host_is_refused_and_nothing_registered(
         engine: Engine, hosts: list[DevHost]) -> None:
     hosts[0].proc.close()

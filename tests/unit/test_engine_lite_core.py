@@ -103,6 +103,8 @@ def test_repository_round_trips_and_refuses_duplicates(tmp_path: Path) -> None:
     (S.CONNECTING, Trigger.GRACE_EXPIRED, S.NON_RESPONSIVE),
     (S.NON_RESPONSIVE, Trigger.CONNECTED, S.INITIALIZING),
     (S.CONNECTING, Trigger.CONNECTED, S.INITIALIZING),
+    (S.UP, Trigger.ENGINE_STARTED, S.CONNECTING),  # Up was the old session's
+    (S.INITIALIZING, Trigger.ENGINE_STARTED, S.CONNECTING),
 ])
 def test_host_state_transitions(start: S, trigger: Trigger, end: S) -> None:
     assert next_status(start, trigger) == end
@@ -113,6 +115,8 @@ def test_host_state_transitions(start: S, trigger: Trigger, end: S) -> None:
     (S.UP, Trigger.GRACE_EXPIRED),
     (S.NON_RESPONSIVE, Trigger.LOST),
     (S.CONNECTING, Trigger.LOST),
+    (S.NON_RESPONSIVE, Trigger.ENGINE_STARTED),  # stays so until a session proves otherwise
+    (S.INSTALLING, Trigger.ENGINE_STARTED),
 ])
 def test_host_state_ignores_triggers_that_change_nothing(start: S, trigger: Trigger) -> None:
     assert next_status(start, trigger) is None

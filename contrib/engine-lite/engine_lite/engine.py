@@ -74,7 +74,10 @@ class Engine:
             self.ctx.hosts[host.id] = host
         for vm in await store.run(repo.list_vms):
             self.ctx.vms[vm.id] = vm
-        for host in self.ctx.hosts.values():
+        for host in list(self.ctx.hosts.values()):
+            # No session yet: a stored Up must not let a VM be placed on the host before
+            # its monitor has connected again.
+            await self._transition(host.id, Trigger.ENGINE_STARTED, "the engine restarted")
             self._start_monitor(host)
         self._renewer = asyncio.create_task(self._renew_loop(), name="cert renewal")
         await self.vms.recover_pending()

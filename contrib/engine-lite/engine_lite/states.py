@@ -3,8 +3,10 @@
 Installing → Initializing (first mTLS session with the engine's certificate) → Up (first
 capabilities and stats read); Up/Initializing → Connecting when the connection is lost, a
 heart-beat is missed or the host answers garbage; Connecting → NonResponsive when the grace
-period ends without a good session; any of them → Initializing on reconnection. An
-Installing host stays Installing through failures (it has not joined yet). Maintenance is an
+period ends without a good session; any of them → Initializing on reconnection. When the
+engine starts, a host it last saw Up or Initializing is Connecting: that status described a
+session of the engine's previous life, and nothing may be sent to the host before a new one
+is up. An Installing host stays Installing through failures (it has not joined yet). Maintenance is an
 admin flag on top of these (:attr:`engine_lite.models.Host.effective_status`).
 """
 
@@ -20,6 +22,7 @@ class Trigger(enum.StrEnum):
     INITIALIZED = "initialized"
     LOST = "lost"
     GRACE_EXPIRED = "grace_expired"
+    ENGINE_STARTED = "engine_started"
 
 
 _TABLE: dict[tuple[S, Trigger], S] = {
@@ -30,6 +33,8 @@ _TABLE: dict[tuple[S, Trigger], S] = {
     (S.INITIALIZING, Trigger.LOST): S.CONNECTING,
     (S.UP, Trigger.LOST): S.CONNECTING,
     (S.CONNECTING, Trigger.GRACE_EXPIRED): S.NON_RESPONSIVE,
+    (S.UP, Trigger.ENGINE_STARTED): S.CONNECTING,
+    (S.INITIALIZING, Trigger.ENGINE_STARTED): S.CONNECTING,
 }
 
 
