@@ -1,6 +1,7 @@
 """What storage costs VM.create and VM.destroy through a real daemon: a VM with no disk
 (baseline), with one prepared qcow2 storage drive (a 2-volume chain, checked by qemu-img at
-each prepare), and with the drive plus a VM lease acquired on the real sanlock daemon.
+each prepare), with the drive plus a VM lease acquired on the real sanlock daemon, and with
+the drive exclusive (its volume lease acquired, by a lease keeper of its own).
 
 One ``vdsmd --dev`` host (libvirt's test driver) with its own unprivileged sanlock daemon and
 a localfs export under --dir; the three kinds are measured round-robin (the order rotating
@@ -45,9 +46,10 @@ async def setup(host: StorageHost, export: Path) -> None:
 
 def params(vm_id: str, kind: str) -> dict[str, Any]:
     devices: list[dict[str, Any]] = []
-    if kind in ("drive", "leased"):
+    if kind in ("drive", "leased", "exclusive"):
         devices.append({"type": "disk", "device": "disk", "domainID": SD, "poolID": SP,
-                        "imageID": IMG, "volumeID": V2, "format": "cow"})
+                        "imageID": IMG, "volumeID": V2, "format": "cow",
+                        "shared": "exclusive" if kind == "exclusive" else "none"})
     if kind == "leased":
         devices.append({"type": "lease", "sd_id": SD, "lease_id": vm_id})
     return {"vmName": f"b-{vm_id[:8]}", "memSize": 64, "devices": devices}
@@ -65,11 +67,11 @@ async def run(rounds: int, base: Path) -> dict[str, Any]:
         status = await host.wait_task(await host.ok("Lease.create",
                                                     lease={"sd_id": SD, "lease_id": lease_vm}))
         assert status["taskResult"] == "success", status
-        kinds = ["none", "drive", "leased"]
+        kinds = ["none", "drive", "leased", "exclusive"]
         create: dict[str, list[float]] = {k: [] for k in kinds}
         destroy: dict[str, list[float]] = {k: [] for k in kinds}
         for n in range(rounds + 2):  # two warm-up rounds
-            for kind in kinds[n % 3:] + kinds[:n % 3]:
+            for kind in kinds[n % 4:] + kinds[:n % 4]:
                 vm_id = lease_vm if kind == "leased" else str(uuid.uuid4())
                 t0 = time.perf_counter()
                 await host.ok("VM.create", vmID=vm_id, vmParams=params(vm_id, kind))
@@ -84,6 +86,12 @@ async def run(rounds: int, base: Path) -> dict[str, Any]:
                     for k, v in destroy.items()})
         med["create_drive_ratio"] = round(med["create_drive_ms"] / med["create_none_ms"], 2)
         med["create_leased_ratio"] = round(med["create_leased_ms"] / med["create_none_ms"], 2)
+        med["create_exclusive_ratio"] = round(med["create_exclusive_ms"] /
+                                              med["create_none_ms"], 2)
+        med["create_exclusive_vs_drive"] = round(med["create_exclusive_ms"] /
+                                                 med["create_drive_ms"], 2)
+        med["volume_lease_release_ms"] = round(med["destroy_exclusive_ms"] -
+                                               med["destroy_drive_ms"], 2)
         med["lease_acquire_ms"] = round(med["create_leased_ms"] - med["create_drive_ms"], 2)
         med["lease_release_ms"] = round(med["destroy_leased_ms"] - med["destroy_drive_ms"], 2)
         med["rounds"] = rounds
@@ -97,7 +105,7 @@ async def run(rounds: int, base: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", type=int, default=30, help="rounds (each creates 3 VMs)")
+    parser.add_argument("-n", type=int, default=30, help="rounds (each creates 4 VMs)")
     parser.add_argument("--dir", type=Path, default=None, help="work directory (default /var/tmp)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vm-storage-bench-", dir=args.dir or "/var/tmp") as d:

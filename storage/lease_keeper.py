@@ -1,10 +1,12 @@
 """The lease keeper: a small process that holds one VM's leases on sanlock for that VM.
 
-Run as ``python -m storage.lease_keeper --dir D --vm-id VM [--guard] --lease LS RES OFF PATH``
-by :mod:`storage.vm_lease_keepers`, in a session of its own, so that the leases outlive the
-daemon (a daemon SIGKILL must not free a running VM's lease). The keeper:
+Run as ``python -m storage.lease_keeper --dir D --vm-id VM [--key KEY] [--guard] --lease LS
+RES OFF PATH`` by :mod:`storage.vm_lease_keepers`, in a session of its own, so that the
+leases outlive the daemon (a daemon SIGKILL must not free a running VM's lease). A VM may
+have several keepers (its VM leases; each exclusive drive's volume lease), told apart by
+their key (``<vmId>`` or ``<vmId>.<volUUID>``; the vmId when not given). The keeper:
 
-1. writes its record ``D/<vmId>.json`` (pid, leases, state ``acquiring``), registers with
+1. writes its record ``D/<key>.json`` (pid, leases, state ``acquiring``), registers with
    sanlock and acquires every lease; reports ``{"ok": true}`` or ``{"ok": false, "errno",
    "error"}`` as one JSON line on its stdout, then closes it;
 2. holds the leases until one of:
@@ -52,7 +54,7 @@ QEMU_KILL_WAIT = 30.0
 
 @dataclass
 class KeeperRecord:
-    """What a keeper writes to ``<dir>/<vmId>.json`` (the daemon reads it back)."""
+    """What a keeper writes to ``<dir>/<key>.json`` (the daemon reads it back)."""
 
     vm_id: str
     pid: int
@@ -60,11 +62,16 @@ class KeeperRecord:
     state: str = ACQUIRING
     qemu_pid: int | None = None
     error: str = ""
+    key: str = ""  # the record's name; the vmId when empty
+
+    @property
+    def name(self) -> str:
+        return self.key or self.vm_id
 
     def save(self, directory: Path) -> None:
-        tmp = directory / f".{self.vm_id}.{self.pid}.tmp"
+        tmp = directory / f".{self.name}.{self.pid}.tmp"
         tmp.write_text(json.dumps(asdict(self)), encoding="utf-8")
-        os.replace(tmp, record_path(directory, self.vm_id))
+        os.replace(tmp, record_path(directory, self.name))
 
     @classmethod
     def load(cls, path: Path) -> KeeperRecord | None:
@@ -76,13 +83,20 @@ class KeeperRecord:
             return None
 
 
-def record_path(directory: Path, vm_id: str) -> Path:
-    return directory / f"{vm_id}.json"
+def record_path(directory: Path, key: str) -> Path:
+    return directory / f"{key}.json"
+
+
+def vm_of(key: str) -> str:
+    """The VM a keeper key belongs to (``<vmId>`` or ``<vmId>.<volUUID>``)."""
+    return key.split(".", 1)[0]
 
 
 def keeper_argv(python: str, directory: Path, vm_id: str, leases: list[list[Any]], *,
-                guard: bool, sanlock_run_dir: Path | None) -> list[str]:
+                guard: bool, sanlock_run_dir: Path | None, key: str | None = None) -> list[str]:
     argv = [python, "-m", MODULE, "--dir", str(directory), "--vm-id", vm_id]
+    if key is not None and key != vm_id:
+        argv += ["--key", key]
     if sanlock_run_dir is not None:
         argv += ["--sanlock-run-dir", str(sanlock_run_dir)]
     if guard:
@@ -92,13 +106,13 @@ def keeper_argv(python: str, directory: Path, vm_id: str, leases: list[list[Any]
     return argv
 
 
-def is_keeper(pid: int, directory: Path, vm_id: str) -> bool:
-    """Whether ``pid`` is a live keeper of ``vm_id`` recording in ``directory``."""
+def is_keeper(pid: int, directory: Path, key: str) -> bool:
+    """Whether ``pid`` is a live keeper named ``key`` recording in ``directory``."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return False
-    return (MODULE in argv and _after(argv, "--vm-id") == vm_id
+    return (MODULE in argv and (_after(argv, "--key") or _after(argv, "--vm-id")) == key
             and _after(argv, "--dir") == str(directory))
 
 
@@ -135,7 +149,8 @@ class Keeper:
         self.vm_id: str = args.vm_id
         self.leases = [(ls, res, Disk(Path(path), int(off))) for ls, res, off, path in args.lease]
         self.record = KeeperRecord(self.vm_id, os.getpid(),
-                                   [[ls, res, d.offset, str(d.path)] for ls, res, d in self.leases])
+                                   [[ls, res, d.offset, str(d.path)] for ls, res, d in self.leases],
+                                   key=args.key or "")
         self.sanlock = Sanlock(args.sanlock_run_dir)
         self.qemu_fd: int | None = None
 
@@ -287,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=MODULE, description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--vm-id", required=True)
+    parser.add_argument("--key", default=None)
     parser.add_argument("--sanlock-run-dir", type=Path, default=None)
     parser.add_argument("--guard", action="store_true")
     parser.add_argument("--lease", nargs=4, action="append", required=True,

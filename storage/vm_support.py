@@ -6,8 +6,10 @@ Owns two things:
   :class:`vdsm_py.virt.storage_drives.DriveStorage`): ``prepare``/``teardown`` of a drive
   through :class:`storage.image.Images` (the whole chain checked; an image used by several
   drives of this host is torn down when the last one goes), the lookup of a VM lease in the
-  domain's ``xleases`` index, and VM leases held by a lease keeper process per VM
-  (:mod:`storage.vm_lease_keepers`), which outlives the daemon.
+  domain's ``xleases`` index, and the leases of the VMs (VM leases, and the volume leases
+  of exclusive drives: the ``.lease`` file beside the volume, offset 0, resource = volume,
+  lockspace = domain) held by lease keeper processes (:mod:`storage.vm_lease_keepers`: one
+  for a VM's VM leases, one per exclusive drive), which outlive the daemon.
 - :class:`VmLeases`, the SPM task target that adds and removes VM leases in ``xleases``
   (``Lease.create``/``Lease.delete``), and the lease verbs' service calls.
 
@@ -18,10 +20,12 @@ keepers. Every blocking call runs on the executor through the storage service.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +35,17 @@ from storage.sanlock_adapter import Disk
 from storage.service import StorageService
 from storage.tasks import Step
 from storage.validation import check_uuid
-from storage.vm_lease_keepers import LeaseKeepers
+from storage.vm_lease_keepers import LeaseKeepers, LeaseSpec, unit_key
 from storage.volume import QEMU_FORMAT
 from storage.xleases import LeaseInfo, LeasesVolume
-from vdsm_py.errors import AcquireLockFailure, NoSuchLease, StorageError
+from vdsm_py.errors import (
+    AcquireLockFailure,
+    NonLeafVolumeNotWritable,
+    NoSuchLease,
+    SharedVolumeNonWritable,
+    StorageError,
+    VmLeaseHeld,
+)
 from vdsm_py.virt.storage_drives import DriveRef, LeaseRef, LeaseTarget, PreparedDrive
 
 log = logging.getLogger("vdsm_py.storage.vm")
@@ -122,6 +133,16 @@ async def lease_info(service: StorageService, sd_id: str, lease_id: str) -> dict
             "offset": info.offset}
 
 
+def _check_leaf(drive: DriveRef, voltype: str) -> None:
+    """An exclusive drive writes its volume: a leaf only (VDSM's 224, 219 for a template)."""
+    if voltype == sc.SHARED_VOL:
+        raise SharedVolumeNonWritable(f"volume {drive} is a shared template volume: it "
+                                      "cannot be an exclusive drive")
+    if voltype != sc.LEAF_VOL:
+        raise NonLeafVolumeNotWritable(f"volume {drive} is not a leaf ({voltype}): it cannot "
+                                       "be an exclusive drive")
+
+
 class VmDriveStorage:
     """The storage of this host as the VMs see it (``DriveStorage``)."""
 
@@ -137,19 +158,23 @@ class VmDriveStorage:
     async def _run(self, fn: Any, name: str) -> Any:
         return await self.service.executor.run(fn, timeout=self.service.call_timeout, name=name)
 
-    async def prepare(self, drive: DriveRef) -> PreparedDrive:
+    async def prepare(self, drive: DriveRef, *, exclusive: bool = False) -> PreparedDrive:
         def prepare() -> PreparedDrive:
             key = (drive.domain_id, drive.image_id)
             with self._lock:  # counted first: a concurrent teardown keeps the link
                 self._users[key] += 1
             try:
                 images = self.service.images(drive.domain_id)
-                result = images.prepare(drive.image_id, drive.volume_id)
                 md = images.volumes.metadata(drive.image_id, drive.volume_id)
+                if exclusive:
+                    _check_leaf(drive, md.voltype)
+                result = images.prepare(drive.image_id, drive.volume_id)
+                lease = images.volumes.lease_disk(drive.image_id, drive.volume_id)
             except BaseException:
                 self._forget(key)
                 raise
-            return PreparedDrive(path=result["path"], format=QEMU_FORMAT[md.format])
+            return PreparedDrive(path=result["path"], format=QEMU_FORMAT[md.format],
+                                 lease=LeaseTarget(str(lease.path), lease.offset))
         return await self._run(prepare, "prepare drive")  # type: ignore[no-any-return]
 
     async def teardown(self, drive: DriveRef) -> None:
@@ -181,23 +206,42 @@ class VmDriveStorage:
     def on_lease_lost(self, callback: Callable[[str, str], None]) -> None:
         self.keepers.on_lost = callback
 
+    async def _units(self, vm_id: str, leases: Sequence[tuple[LeaseRef, LeaseTarget]]
+                     ) -> dict[str, list[LeaseSpec]]:
+        """The leases by keeper: the VM leases together, each volume lease alone."""
+        for sd_id in {ref.sd_id for ref, _ in leases}:
+            await self._run(partial(self._check_sanlock, sd_id), "VM lease sanlock")
+        units: dict[str, list[LeaseSpec]] = {}
+        for ref, target in leases:
+            key = unit_key(vm_id, ref.lease_id if ref.is_volume else None)
+            units.setdefault(key, []).append([ref.sd_id, ref.lease_id, target.offset,
+                                              target.path])
+        return units
+
     async def acquire_vm_leases(self, vm_id: str,
                                 leases: Sequence[tuple[LeaseRef, LeaseTarget]]) -> None:
-        await self._keeper_call(vm_id, leases, self.keepers.start)
+        units = await self._units(vm_id, leases)
+        results = await asyncio.gather(
+            *(self.keepers.start(vm_id, specs, key=key) for key, specs in units.items()),
+            return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if not failed:
+            return
+        for key, result in zip(units, results, strict=True):  # all or none
+            if not isinstance(result, BaseException):
+                await self.keepers.release_key(key)
+        raise next((e for e in failed if isinstance(e, VmLeaseHeld)), failed[0])
 
     async def adopt_vm_leases(self, vm_id: str,
                               leases: Sequence[tuple[LeaseRef, LeaseTarget]]) -> None:
-        await self._keeper_call(vm_id, leases, self.keepers.adopt)
-
-    async def _keeper_call(self, vm_id: str, leases: Sequence[tuple[LeaseRef, LeaseTarget]],
-                           call: Callable[[str, list[list[Any]]], Awaitable[None]]) -> None:
-        for sd_id in {ref.sd_id for ref, _ in leases}:
-            await self._run(lambda sd=sd_id: self._check_sanlock(sd), "VM lease sanlock")
-        await call(vm_id, [[ref.sd_id, ref.lease_id, target.offset, target.path]
-                           for ref, target in leases])
+        await self.keepers.adopt(vm_id, await self._units(vm_id, leases))
 
     async def release_vm_leases(self, vm_id: str) -> None:
         await self.keepers.release(vm_id)
+
+    async def release_lease(self, vm_id: str, lease: LeaseRef) -> None:
+        await self.keepers.release_key(unit_key(vm_id, lease.lease_id if lease.is_volume
+                                                else None))
 
     def vm_started(self, vm_id: str) -> bool:
         return self.keepers.guard(vm_id)

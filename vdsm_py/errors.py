@@ -205,6 +205,11 @@ class VolumeNonWritable(StorageError):
     default_message = "Volume cannot be accessed to writing"
 
 
+class NonLeafVolumeNotWritable(StorageError):
+    code = 224
+    default_message = "Volume is not a leaf: it cannot be written"
+
+
 class CannotDeleteVolume(StorageError):
     code = 222
     default_message = "Cannot delete volume"

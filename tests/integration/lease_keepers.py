@@ -46,8 +46,9 @@ def keeper_pids(under: Path, vm_id: str | None = None) -> list[int]:
     return sorted(found)
 
 
-def record(host_root: Path, vm_id: str) -> KeeperRecord | None:
-    return KeeperRecord.load(record_path(keepers_dir(host_root), vm_id))
+def record(host_root: Path, key: str) -> KeeperRecord | None:
+    """The record of keeper ``key``: a VM's (its vmId) or a drive's (``<vmId>.<volUUID>``)."""
+    return KeeperRecord.load(record_path(keepers_dir(host_root), key))
 
 
 def holder(sanlock: SanlockDaemon, lockspace: str, name: str) -> int | None:

@@ -213,16 +213,29 @@ async def test_storage_drives_are_prepared_for_the_vm_and_torn_down_after_it(
     assert not link(host).is_symlink()
 
 
-async def test_a_leased_vm_runs_on_one_host_of_two_and_its_lease_outlives_the_daemon(
-        tmp_path, hosts, keeper_reaper):  # noqa: F811
+async def pool_hosts(tmp_path: Path, hosts: Any, names: str, *volumes: str  # noqa: F811
+                     ) -> list[StorageHost]:
+    """Started hosts sharing one export: the first is the SPM (host id 1) and made
+    ``volumes`` (each the child of the one before) on it, the others joined (ids 2, ...)."""
     export = tmp_path / "export"
     export.mkdir()
-    a, b = slow_create_errors(hosts("a")), slow_create_errors(hosts("b"))
-    await a.start()
-    await b.start()
-    await make_spm_pool(a, export)
-    await b.join_pool(export, SP, SD, 2)
-    await task(a, "Volume.create", volumeID=V1, **NEW)
+    made = [slow_create_errors(hosts(name)) for name in names]
+    for host in made:
+        await host.start()
+    await make_spm_pool(made[0], export)
+    for host_id, host in enumerate(made[1:], start=2):
+        await host.join_pool(export, SP, SD, host_id)
+    parent = None
+    for volume in volumes:
+        extra = {"srcVolUUID": parent} if parent else {}
+        await task(made[0], "Volume.create", volumeID=volume, **NEW, **extra)
+        parent = volume
+    return made
+
+
+async def test_a_leased_vm_runs_on_one_host_of_two_and_its_lease_outlives_the_daemon(
+        tmp_path, hosts, keeper_reaper):  # noqa: F811
+    a, b = await pool_hosts(tmp_path, hosts, "ab", V1)
     await task(a, "Lease.create", lease=LEASE)
     on_a, on_b = await a.ok("Lease.info", lease=LEASE), await b.ok("Lease.info", lease=LEASE)
     assert on_a["offset"] == on_b["offset"]  # each host reaches it through its own mount

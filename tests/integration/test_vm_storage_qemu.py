@@ -290,3 +290,70 @@ def test_guest_boots_from_a_prepared_volume_and_its_lease_outlives_a_daemon_kill
             recorder.close()
         with contextlib.suppress(RpcError, OSError):
             host.call("VM.destroy", vmID=vm_id)
+
+
+def drive_holder(sanlock: SanlockDaemon, volume: str) -> int | None:
+    return vm_holder(sanlock, volume)  # a volume lease is resource <volUUID> of the domain
+
+
+def test_an_exclusive_volume_hotplugged_into_a_guest_holds_its_lease_until_unplugged(
+        storage_host, tiny_guest: guest.GuestImage, tmp_path: Path, keeper_reaper):  # noqa: F811
+    host, sanlock = storage_host
+    export = tmp_path / "export"
+    export.mkdir()
+    make_storage(host, export)
+    vm_id = str(uuid.uuid4())
+    params = tiny_vm_params("hotplug", tiny_guest)
+    key = f"{vm_id}.{VOL}"
+    recorder = None
+    try:
+        qemu = start_vm(host, vm_id, params)
+        pty = wait_until(lambda: console_pty(host, vm_id), 60, "the domain's console pty")
+        console = tmp_path / "console.log"
+        recorder = PtyRecorder(pty, console)
+        guest.wait_for_console(console, guest.MARKER_UP, timeout=BOOT_TIMEOUT)
+        mark = len(guest.read_console(console))
+        drive = {"type": "disk", "device": "disk", "domainID": SD, "poolID": SP,
+                 "imageID": IMG, "volumeID": VOL, "format": "cow", "iface": "virtio",
+                 "shared": "exclusive"}
+        host.call("VM.hotplugDisk", vmID=vm_id, params={"vmId": vm_id, "drive": drive})
+        guest.wait_for_console(console, f"{guest.MARKER_UEVENT} add block vda", start=mark)
+        xml = domain_xml(host, vm_id)
+        (disk,) = xml.findall("devices/disk")
+        prepared = host.root / "run" / "storage" / SD / IMG
+        assert disk.find("source").get("file") == str(prepared / VOL)
+        (lease,) = xml.findall("devices/lease")  # attached with the disk, VDSM's shape
+        assert (lease.findtext("key"), lease.findtext("lockspace")) == (VOL, SD)
+        assert Path(lease.find("target").get("path")).resolve() == \
+            (export / SD / "images" / IMG / f"{VOL}.lease").resolve()
+        # the drive's own keeper holds the volume lease and guards the VM's QEMU
+        (keeper,) = keeper_pids(keepers_dir(host.root), vm_id)
+        wait_until(lambda: (rec := record(host.root, key)) is not None and rec.pid == keeper
+                   and rec.state == "held" and rec.qemu_pid == qemu, 60, "keeper guarding")
+        assert drive_holder(sanlock, VOL) == keeper
+
+        # the daemon dies and comes back: it adopts the drive's keeper (no second one)
+        kill_daemon(host)
+        host.daemon = start_daemon(host.root, port=host.port, env=sanlock.env)
+        wait_status(host, vm_id, "Up")
+        wait_until(lambda: b"storage.lease_keeper" in Path(f"/proc/{keeper}/cmdline")
+                   .read_bytes(), 10, "the keeper alive")
+        assert keeper_pids(keepers_dir(host.root), vm_id) == [keeper]
+        assert drive_holder(sanlock, VOL) == keeper
+
+        # unplugged: the guest lets go, the lease and the prepared image go back
+        mark = len(guest.read_console(console))
+        host.call("VM.hotunplugDisk", vmID=vm_id, params={"vmId": vm_id,
+                                                           "drive": {"name": "vda"}})
+        guest.wait_for_console(console, f"{guest.MARKER_UEVENT} remove block vda", start=mark)
+        xml = domain_xml(host, vm_id)
+        assert xml.findall("devices/disk") == [] and xml.findall("devices/lease") == []
+        assert drive_holder(sanlock, VOL) is None
+        assert keeper_pids(keepers_dir(host.root), vm_id) == []
+        assert not prepared.is_symlink()
+        assert status_of(host, vm_id)["status"] == "Up"  # the VM runs on without it
+    finally:
+        if recorder is not None:
+            recorder.close()
+        with contextlib.suppress(RpcError, OSError):
+            host.call("VM.destroy", vmID=vm_id)

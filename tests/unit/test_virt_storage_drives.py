@@ -46,6 +46,7 @@ class Storage:
 
     def __init__(self, fail: dict[str, VdsmError] | None = None) -> None:
         self.calls: list[tuple[str, str]] = []
+        self.exclusive: list[str] = []  # drives prepared as exclusive
         self.fail = fail or {}
         self.lost: set[str] = set()  # VMs whose leases are lost
         self.on_lost: object = None
@@ -55,10 +56,14 @@ class Storage:
         if what in self.fail:
             raise self.fail.pop(what)
 
-    async def prepare(self, drive: DriveRef) -> PreparedDrive:
+    async def prepare(self, drive: DriveRef, *, exclusive: bool = False) -> PreparedDrive:
         self._call("prepare", drive)
+        if exclusive:
+            self.exclusive.append(str(drive))
         return PreparedDrive(f"/run/storage/{drive.domain_id}/{drive.image_id}/"
-                             f"{drive.volume_id}", "qcow2")
+                             f"{drive.volume_id}", "qcow2", LeaseTarget(
+                                 f"/data/{drive.domain_id}/images/{drive.image_id}/"
+                                 f"{drive.volume_id}.lease", 0))
 
     async def teardown(self, drive: DriveRef) -> None:
         self._call("teardown", drive)
@@ -77,6 +82,9 @@ class Storage:
 
     async def release_vm_leases(self, vm_id: str) -> None:
         self._call("release", vm_id)
+
+    async def release_lease(self, vm_id: str, lease: LeaseRef) -> None:
+        self._call("release_lease", lease)
 
     def vm_started(self, vm_id: str) -> bool:
         self.calls.append(("started", vm_id))
@@ -194,10 +202,10 @@ async def test_a_failed_prepare_tears_down_the_drives_prepared_before_it():
     storage = Storage()
     real_prepare = storage.prepare
 
-    async def second_fails(ref: DriveRef) -> PreparedDrive:
+    async def second_fails(ref: DriveRef, *, exclusive: bool = False) -> PreparedDrive:
         if ref.image_id == IMG2:
             storage.fail["prepare"] = VdsmError("Image does not exist in domain")
-        return await real_prepare(ref)
+        return await real_prepare(ref, exclusive=exclusive)
 
     storage.prepare = second_fails  # type: ignore[method-assign]
     with pytest.raises(VMCreateError, match=f"cannot prepare drive vdb \\({SD}/{IMG2}/{VOL2}\\)"):
@@ -233,11 +241,12 @@ async def test_recovery_reacquires_and_reports_a_lease_taken_by_another_host():
     lost = Storage(fail={"adopt": VmLeaseHeld("held")})
     vms = storage_drives.VmStorage(lost)
     assert not await vms.adopt(VM, defn.meta)
-    await vms.detach(VM)  # the lease it does not hold is not released
-    assert [c[0] for c in lost.calls] == ["prepare", "lease_info", "adopt", "teardown"]
+    await vms.detach(VM)  # whatever part of its leases it might still hold goes back
+    assert [c[0] for c in lost.calls] == ["prepare", "lease_info", "adopt", "release",
+                                          "teardown"]
 
 
-def test_hotplug_drives_still_need_a_path_since_only_vm_create_prepares_volumes():
+def test_a_disk_needs_a_path_unless_its_caller_prepares_volumes():
     from vdsm_py.virt.spec import parse_disk
 
     with pytest.raises(MissingParameter, match=r"params\.drive\.path"):

@@ -4,7 +4,11 @@ Owns the device verbs' flow: take the device from the plain form (``nic``/``driv
 dicts, checked by :mod:`.spec`) or the 4.2+ ``xml`` form; run the ``before_*`` hook over
 the device XML (errors fail the call, nothing attached); attach/detach/update it live;
 keep our metadata in the domain (``setMetadata``) so recovery knows the device's network
-and storage IDs; run the ``after_*`` (or ``*_fail``) hook. A hot-plugged NIC gets the next
+and storage IDs; run the ``after_*`` (or ``*_fail``) hook. A disk on a storage volume
+(``domainID``/``imageID``/``volumeID``) is prepared first and, when exclusive, its volume
+lease is taken and its ``<lease>`` attached before the disk (:mod:`.storage_drives`); a
+failure at any later point gives both back. Unplugging it detaches the disk, then the
+lease, and gives the lease and the prepared image back. A hot-plugged NIC gets the next
 predictable PCI address (:mod:`.pciplan`). Unplug waits for libvirt's device-removed event
 (the guest must let go of the device). libvirt's refusal becomes the verb's VDSM error
 (45/46/49/50/53/56) with libvirt's message — the test driver refuses all of these.
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import libvirt
@@ -34,7 +39,17 @@ from vdsm_py.errors import (
     invalid_parameter,
     missing_parameter,
 )
-from vdsm_py.virt import domparse, domxml, fields, metadata, pciplan, spec, ticket
+from vdsm_py.virt import (
+    domparse,
+    domxml,
+    fields,
+    metadata,
+    pciplan,
+    spec,
+    storage_drives,
+    storage_xml,
+    ticket,
+)
 from vdsm_py.virt.libvirtconn import message
 from vdsm_py.virt.metadata import DeviceMeta
 from vdsm_py.virt.services import Services, libvirt_failure
@@ -61,6 +76,17 @@ def _store_meta(dom: libvirt.virDomain, meta_xml: str) -> None:
                         metadata.NS, _LIVE)
     except libvirt.libvirtError as exc:
         log.warning("domain %s: cannot store metadata: %s", dom.UUIDString(), message(exc))
+
+
+def _meta_xml(meta: metadata.VmMetadata) -> str:
+    """Our metadata for ``setMetadata``: without its namespace, which libvirt adds itself
+    from the key and URI given (it refuses an element that declares them already)."""
+    el = metadata.to_element(meta)
+    for node in el.iter():
+        if isinstance(node.tag, str):
+            node.tag = etree.QName(node).localname
+    etree.cleanup_namespaces(el)
+    return etree.tostring(el, encoding="unicode")
 
 
 async def _refresh(svc: Services, vm: Vm) -> str:
@@ -117,7 +143,7 @@ async def hotplug_nic(svc: Services, vm: Vm, params: Mapping[str, Any]) -> dict[
     device = await svc.hook("before_nic_hotplug", domxml.element_xml(el), vm,
                             env=dev_meta.custom)
     vm.meta.devices.append(dev_meta)
-    meta_xml = metadata.to_xml(vm.meta)
+    meta_xml = _meta_xml(vm.meta)
     try:
         await svc.conn.call_domain(vm.id, lambda d: _attach(d, device, meta_xml),
                                    name="attachDevice")
@@ -174,7 +200,8 @@ def _device_keys(params: Mapping[str, Any], form: str, tag: str) -> dict[str, st
 
 
 async def _unplug(svc: Services, vm: Vm, params: Mapping[str, Any], *, form: str, tag: str,
-                  error: type[VdsmError], kind: str) -> None:
+                  error: type[VdsmError], kind: str) -> DeviceMeta | None:
+    """Detach the device (the guest lets go of it); its metadata, if it had some."""
     live = _tree(await svc.domain_xml(vm.id))
     keys = _device_keys(params, form, tag)
     el = _find_device(live, tag, keys)
@@ -205,10 +232,11 @@ async def _unplug(svc: Services, vm: Vm, params: Mapping[str, Any], *, form: str
     log.info("vmId=%s: %s %s unplugged", vm.id, kind, alias)
     if dev_meta is not None:
         vm.meta.drop_device(dev_meta)
-        meta_xml = metadata.to_xml(vm.meta)
+        meta_xml = _meta_xml(vm.meta)
         await svc.conn.call_domain(vm.id, lambda d: _store_meta(d, meta_xml), name="setMetadata")
     await svc.after_hook(f"after_{point}", device, vm, env=custom)
     await _refresh(svc, vm)
+    return dev_meta
 
 
 async def _wait_removed(svc: Services, vm: Vm, removed: asyncio.Future[None], alias: str,
@@ -234,7 +262,29 @@ async def hotunplug_nic(svc: Services, vm: Vm, params: Mapping[str, Any]) -> dic
 # -- disks -----------------------------------------------------------------------------------
 
 
-async def hotplug_disk(svc: Services, vm: Vm, params: Mapping[str, Any]) -> dict[str, Any]:
+def _attach_disk(dom: libvirt.virDomain, device: str, lease: str | None, meta_xml: str) -> None:
+    """The volume lease first (libvirt's lock manager would need it before the disk)."""
+    if lease is not None:
+        dom.attachDeviceFlags(lease, _LIVE)
+    try:
+        dom.attachDeviceFlags(device, _LIVE)
+    except libvirt.libvirtError:
+        if lease is not None:
+            _detach_lease(dom, lease)
+        raise
+    _store_meta(dom, meta_xml)
+
+
+def _detach_lease(dom: libvirt.virDomain, lease: str) -> None:
+    try:
+        dom.detachDeviceFlags(lease, _LIVE)
+    except libvirt.libvirtError as exc:  # the lease itself is given back all the same
+        log.error("domain %s: cannot detach lease %s: %s", dom.UUIDString(), lease,
+                  message(exc))
+
+
+async def hotplug_disk(svc: Services, vm: Vm, params: Mapping[str, Any],
+                       drives: storage_drives.VmStorage | None = None) -> dict[str, Any]:
     live = _tree(await svc.domain_xml(vm.id))
     used = {t.get("dev", "") for t in live.iterfind("devices/disk/target")}
     if params.get("xml"):
@@ -248,32 +298,65 @@ async def hotplug_disk(svc: Services, vm: Vm, params: Mapping[str, Any]) -> dict
     elif params.get("drive"):
         os_type = live.find("os/type")
         q35 = spec.is_q35(os_type.get("machine", "") if os_type is not None else "")
-        disk = spec.parse_disk(params["drive"], "params.drive", q35=q35)
+        disk = spec.parse_disk(params["drive"], "params.drive", q35=q35, on_storage_ok=True)
         name = domxml.disk_name(disk, used)
         el, dev_meta = domxml.disk_element(disk, name), domxml.disk_meta(disk, name)
     else:
         raise missing_parameter("params.drive")
     if name in used:
         raise invalid_parameter("params.drive.name", f"{name} is already used by this VM")
-    device = await svc.hook("before_disk_hotplug", domxml.element_xml(el), vm,
-                            env=dev_meta.custom)
-    vm.meta.devices.append(dev_meta)
-    meta_xml = metadata.to_xml(vm.meta)
-    try:
-        await svc.conn.call_domain(vm.id, lambda d: _attach(d, device, meta_xml),
-                                   name="attachDevice")
-    except libvirt.libvirtError as exc:
-        vm.meta.drop_device(dev_meta)
-        raise libvirt_failure(exc, HotplugDiskError, "Failed to hotplug disk") from None
+    ref = storage_xml.drive_ref(dev_meta.values, "params.drive")
+    if ref is None:
+        device = await _plug_disk(svc, vm, el, dev_meta, None)
+    else:
+        if drives is None:
+            raise HotplugDiskError("this host has no storage: cannot plug a storage drive")
+        exclusive = storage_xml.wants_exclusive(dev_meta.values, el)
+        storage_drives.set_shared(dev_meta, exclusive)
+        lease = await drives.plug(vm.id, name, ref, el, exclusive)
+        try:
+            device = await _plug_disk(svc, vm, el, dev_meta, lease)
+        except BaseException:
+            await drives.unplug(vm.id, ref)
+            raise
     log.info("vmId=%s: disk %s plugged", vm.id, name)
     await svc.after_hook("after_disk_hotplug", device, vm, env=dev_meta.custom)
     await _refresh(svc, vm)
     return {}
 
 
-async def hotunplug_disk(svc: Services, vm: Vm, params: Mapping[str, Any]) -> dict[str, Any]:
-    await _unplug(svc, vm, params, form="drive", tag="disk", error=HotunplugDiskError,
-                  kind="disk")
+async def _plug_disk(svc: Services, vm: Vm, el: etree._Element, dev_meta: DeviceMeta,
+                     lease: etree._Element | None) -> str:
+    """Hook, metadata and libvirt for a disk ready to attach; the device XML attached."""
+    device = await svc.hook("before_disk_hotplug", domxml.element_xml(el), vm,
+                            env=dev_meta.custom)
+    lease_xml = domxml.element_xml(lease) if lease is not None else None
+    vm.meta.devices.append(dev_meta)
+    meta_xml = _meta_xml(vm.meta)
+    try:
+        await svc.conn.call_domain(vm.id, lambda d: _attach_disk(d, device, lease_xml, meta_xml),
+                                   name="attachDevice")
+    except (libvirt.libvirtError, VdsmError) as exc:
+        vm.meta.drop_device(dev_meta)
+        if isinstance(exc, VdsmError):
+            raise
+        raise libvirt_failure(exc, HotplugDiskError, "Failed to hotplug disk") from None
+    return device
+
+
+async def hotunplug_disk(svc: Services, vm: Vm, params: Mapping[str, Any],
+                         drives: storage_drives.VmStorage | None = None) -> dict[str, Any]:
+    dev_meta = await _unplug(svc, vm, params, form="drive", tag="disk",
+                             error=HotunplugDiskError, kind="disk")
+    ref = storage_xml.drive_ref(dev_meta.values, "drive") if dev_meta is not None else None
+    if ref is None or drives is None:
+        return {}
+    for el in storage_xml.lease_elements(_tree(await svc.domain_xml(vm.id)), ref):
+        lease = domxml.element_xml(el)
+        await svc.conn.call_domain(vm.id, partial(_detach_lease, lease=lease),
+                                   name="detachDevice")
+    await drives.unplug(vm.id, ref)
+    log.info("vmId=%s: drive %s given back to storage", vm.id, ref)
     return {}
 
 
@@ -309,7 +392,7 @@ async def update_nic(svc: Services, vm: Vm, params: Mapping[str, Any]) -> dict[s
     dev_meta = vm.meta.nic(mac)
     if network and dev_meta is not None:
         dev_meta.values["network"] = network
-    meta_xml = metadata.to_xml(vm.meta)
+    meta_xml = _meta_xml(vm.meta)
 
     def update(dom: libvirt.virDomain) -> None:
         dom.updateDeviceFlags(device, _LIVE)

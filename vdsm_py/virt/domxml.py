@@ -24,7 +24,15 @@ from vdsm_py.config import VirtConfig
 from vdsm_py.errors import invalid_parameter
 from vdsm_py.virt import metadata, pciplan
 from vdsm_py.virt.metadata import DeviceMeta, VmMetadata
-from vdsm_py.virt.spec import DiskSpec, GraphicsSpec, NicSpec, VmSpec, is_q35
+from vdsm_py.virt.spec import (
+    SHARED_NONE,
+    SHARED_SHARED,
+    DiskSpec,
+    GraphicsSpec,
+    NicSpec,
+    VmSpec,
+    is_q35,
+)
 
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
 LOCKED_UNTIL = "1970-01-01T00:00:01"
@@ -144,7 +152,7 @@ def disk_element(disk: DiskSpec, name: str) -> etree._Element:
     _sub(el, "target", dev=name, bus=disk.iface)
     if disk.readonly:
         _sub(el, "readonly")
-    if disk.shared:
+    if disk.shared == SHARED_SHARED:
         _sub(el, "shareable")
     if disk.serial:
         _sub(el, "serial", disk.serial)
@@ -160,6 +168,8 @@ def disk_meta(disk: DiskSpec, name: str) -> DeviceMeta:
     values: dict[str, metadata.Scalar] = dict(disk.storage_ids)
     if disk.device_id:
         values["deviceId"] = disk.device_id
+    if disk.shared != SHARED_NONE:
+        values["shared"] = disk.shared  # VDSM keeps it in the drive's metadata too
     return DeviceMeta(attrs={"devtype": "disk", "name": name}, values=values,
                       custom=dict(disk.custom))
 

@@ -412,10 +412,10 @@ class VmManager:
         return await self._locked(vm_id, devices.hotunplug_nic, params)
 
     async def hotplug_disk(self, vm_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        return await self._locked(vm_id, devices.hotplug_disk, params)
+        return await self._locked(vm_id, devices.hotplug_disk, params, self.drives)
 
     async def hotunplug_disk(self, vm_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        return await self._locked(vm_id, devices.hotunplug_disk, params)
+        return await self._locked(vm_id, devices.hotunplug_disk, params, self.drives)
 
     async def update_device(self, vm_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
         return await self._locked(vm_id, devices.update_device, params)

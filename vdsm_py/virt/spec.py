@@ -36,6 +36,11 @@ NIC_MODELS = {"virtio": "virtio", "pv": "virtio", "e1000": "e1000", "e1000e": "e
 DISK_DEVICES = ("disk", "cdrom", "floppy", "lun")
 DISK_IFACES = ("virtio", "ide", "scsi", "sata", "fdc")
 DISK_FORMATS = {"raw": "raw", "cow": "qcow2", "qcow2": "qcow2"}
+# a drive's ``shared`` (VDSM's DRIVE_SHARED_TYPE; true/false are the old spelling):
+# exclusive takes the volume's lease while the VM runs, shared is libvirt's <shareable/>
+SHARED_NONE, SHARED_EXCLUSIVE, SHARED_SHARED = "none", "exclusive", "shared"
+_SHARED = {"none": SHARED_NONE, "false": SHARED_NONE, "exclusive": SHARED_EXCLUSIVE,
+           "shared": SHARED_SHARED, "true": SHARED_SHARED}
 GRAPHICS = {"vnc": "vnc", "spice": "spice", "qxl": "spice"}
 VIDEO_MODELS = ("vga", "cirrus", "qxl", "virtio", "bochs", "none")
 DEVICE_TYPES = ("disk", "interface", "graphics", "video", "console", "balloon", "rng", "lease")
@@ -85,7 +90,7 @@ class DiskSpec:
     format: str = "raw"
     disk_type: str = "file"
     readonly: bool = False
-    shared: bool = False
+    shared: str = SHARED_NONE  # SHARED_NONE, SHARED_EXCLUSIVE or SHARED_SHARED
     serial: str | None = None
     boot_order: int | None = None
     name: str | None = None  # target dev; chosen from iface and position when None
@@ -216,7 +221,7 @@ def parse_disk(params: Mapping[str, Any], path: str, *, q35: bool = False,
         disk_type=get_choice(params, "diskType", path, ("file", "block"),
                              "block" if disk_path.startswith("/dev/") else "file") or "file",
         readonly=get_bool(params, "readonly", path, device == "cdrom"),
-        shared=get_bool(params, "shared", path, False),
+        shared=parse_shared(params, path),
         serial=get_str(params, "serial", path, max_len=20),
         boot_order=get_int(params, "bootOrder", path, lo=1, hi=999),
         name=name,
@@ -227,6 +232,22 @@ def parse_disk(params: Mapping[str, Any], path: str, *, q35: bool = False,
         storage_ids=storage_ids,
         custom=get_custom(params, "custom", path),
     )
+
+
+def parse_shared(params: Mapping[str, Any], path: str) -> str:
+    """A drive's ``shared``: none, exclusive or shared (``transient`` is refused: vdsm_py
+    makes no temporary overlay, so the guest's writes would reach the volume)."""
+    value = params.get("shared")
+    if value is None or value == "":
+        return SHARED_NONE
+    text = str(value).strip().lower() if isinstance(value, (str, bool)) else None
+    if text == "transient":
+        raise invalid_parameter(field_path(path, "shared"), "transient disks are not "
+                                "supported (no temporary overlay would be made)")
+    if text not in _SHARED:
+        raise invalid_parameter(field_path(path, "shared"),
+                                f"expected none, exclusive or shared, got {value!r:.40}")
+    return _SHARED[text]
 
 
 def _parse_graphics(params: Mapping[str, Any], path: str) -> GraphicsSpec:

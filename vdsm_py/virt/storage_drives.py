@@ -1,16 +1,19 @@
 """VM disks on the host's storage domains and VM leases: what a VM takes from storage.
 
-Owns the virt side of storage: which drives of a domain definition reference a volume
-(``domainID``/``imageID``/``volumeID`` in the disk's metadata, VDSM's keys, in both of
-``VM.create``'s forms), which ``<lease>`` devices it has (``sd_id``/``lease_id``), and the
-per-VM bookkeeping of what was taken, so that everything is given back exactly once:
+Owns the virt side of storage: the per-VM bookkeeping of what a VM took (prepared drives,
+VM leases in ``xleases``, the volume leases of its exclusive drives), so that everything is
+given back exactly once. What a definition names is read and written by
+:mod:`.storage_xml`.
 
 - attach (before ``createXML``): prepare every storage drive (the chain is checked by
-  storage) and write the prepared path and format into the disk's ``<source>``/``<driver>``;
-  look each lease up and write its path and offset into the ``<lease>``'s ``<target>``
-  (replacing the engine's ``LEASE-PATH``/``LEASE-OFFSET`` placeholders); then acquire the
-  leases (storage holds them for the VM outside the daemon, so that they outlive it). A
-  failure at any point gives back what was taken so far and raises;
+  storage; an exclusive drive must be a leaf) and write the prepared path and format into
+  the disk's ``<source>``/``<driver>``; fill each ``<lease>``'s ``<target>`` (replacing the
+  engine's ``LEASE-PATH``/``LEASE-OFFSET`` placeholders): a VM lease from the ``xleases``
+  index, a drive's volume lease from its prepared volume; an exclusive drive without a
+  ``<lease>`` gets one, as VDSM writes it. Then acquire the leases (storage holds them for
+  the VM outside the daemon, so that they outlive it). A failure at any point gives back
+  what was taken so far and raises;
+- plug/unplug (disk hot-plug on a running VM): the same for one drive, and back;
 - started (the domain runs): the leases' holder guards the VM from then on;
 - detach (the VM went Down, was destroyed, or its start failed): release the leases, tear
   the drives down. Idempotent, and one detach runs per VM however many callers ask;
@@ -27,84 +30,66 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from lxml import etree
 
-from vdsm_py.errors import (
-    VdsmError,
-    VMCreateError,
-    VmLeaseHeld,
-    invalid_parameter,
-    missing_parameter,
-)
+from vdsm_py.errors import HotplugDiskError, VdsmError, VMCreateError, VmLeaseHeld
 from vdsm_py.virt.fields import uuid_field
 from vdsm_py.virt.metadata import DeviceMeta, VmMetadata
+from vdsm_py.virt.spec import SHARED_EXCLUSIVE, SHARED_NONE
+from vdsm_py.virt.storage_xml import (  # noqa: F401 - the names virt and storage share
+    LEASE_OFFSET_PLACEHOLDER,
+    LEASE_PATH_PLACEHOLDER,
+    Drive,
+    DriveRef,
+    Lease,
+    LeaseRef,
+    LeaseTarget,
+    PreparedDrive,
+    add_device,
+    add_leases,
+    drive_ref,
+    lease_devices,
+    lease_element,
+    lease_meta,
+    meta_lease,
+    meta_references_storage,
+    plain_leases,
+    references_storage,
+    set_drive_source,
+    set_lease_target,
+    storage_drives,
+    volume_lease_element,
+    wants_exclusive,
+)
 
 log = logging.getLogger("vdsm_py.virt")
-
-LEASE_PATH_PLACEHOLDER = "LEASE-PATH"
-LEASE_OFFSET_PLACEHOLDER = "LEASE-OFFSET"
-_STORAGE_KEYS = ("domainID", "imageID", "volumeID")
 
 
 # -- what virt asks of storage --------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class DriveRef:
-    """A VM disk that is a volume of a storage domain (VDSM's drive keys)."""
-
-    domain_id: str
-    image_id: str
-    volume_id: str
-    pool_id: str | None = None
-
-    def __str__(self) -> str:
-        return f"{self.domain_id}/{self.image_id}/{self.volume_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedDrive:
-    path: str
-    format: str  # qemu's name: "raw" or "qcow2"
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseRef:
-    """A VM lease in the ``xleases`` volume of a domain (VDSM's ``sd_id``/``lease_id``)."""
-
-    sd_id: str
-    lease_id: str
-
-    def __str__(self) -> str:
-        return f"{self.sd_id}:{self.lease_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseTarget:
-    path: str
-    offset: int
-
-
 class DriveStorage(Protocol):
     """What the VMs need from the host's storage. Every method may raise a VdsmError."""
 
-    async def prepare(self, drive: DriveRef) -> PreparedDrive:
-        """Check the volume's chain and make it available; the path the VM opens."""
+    async def prepare(self, drive: DriveRef, *, exclusive: bool = False) -> PreparedDrive:
+        """Check the volume's chain and make it available; the path the VM opens and the
+        volume's lease. ``exclusive``: the volume must be a leaf (224/219 otherwise)."""
 
     async def teardown(self, drive: DriveRef) -> None:
         """Undo :meth:`prepare` (when no other prepared drive of this host uses the image)."""
 
     async def lease_info(self, lease: LeaseRef) -> LeaseTarget:
-        """Where the lease lives (looked up in the domain's ``xleases`` index)."""
+        """Where a VM lease lives (looked up in the domain's ``xleases`` index)."""
 
     async def acquire_vm_leases(self, vm_id: str,
                                 leases: Sequence[tuple[LeaseRef, LeaseTarget]]) -> None:
-        """Take the VM's leases for this host, held for the VM outside the daemon (they
-        outlive it); VmLeaseHeld when another host holds one. All or none."""
+        """Take leases (VM leases and drives' volume leases) for the VM on this host, held
+        for it outside the daemon (they outlive it); VmLeaseHeld when another host holds
+        one. All or none; leases the VM holds already are kept."""
 
     async def adopt_vm_leases(self, vm_id: str,
                               leases: Sequence[tuple[LeaseRef, LeaseTarget]]) -> None:
@@ -112,7 +97,10 @@ class DriveStorage(Protocol):
         (VmLeaseHeld if another host has them now); the VM is guarded from then on."""
 
     async def release_vm_leases(self, vm_id: str) -> None:
-        """Give the VM's leases back (holding none is not an error)."""
+        """Give all the VM's leases back (holding none is not an error)."""
+
+    async def release_lease(self, vm_id: str, lease: LeaseRef) -> None:
+        """Give back one volume lease of the VM (its drive was unplugged)."""
 
     def vm_started(self, vm_id: str) -> bool:
         """The VM's domain runs: whoever holds its leases guards it (stops it if they are
@@ -123,122 +111,6 @@ class DriveStorage(Protocol):
 
     def on_lease_lost(self, callback: Callable[[str, str], None]) -> None:
         """``callback(vm_id, why)`` when a running VM's leases are lost (not given back)."""
-
-
-# -- reading a definition --------------------------------------------------------------------
-
-
-@dataclass
-class _Drive:
-    name: str
-    ref: DriveRef
-    element: etree._Element
-
-
-@dataclass
-class _Lease:
-    ref: LeaseRef
-    element: etree._Element
-
-
-def _drive_ref(values: Mapping[str, object], where: str) -> DriveRef | None:
-    present = [k for k in _STORAGE_KEYS if values.get(k)]
-    if not present:
-        return None
-    if len(present) != len(_STORAGE_KEYS):
-        missing = next(k for k in _STORAGE_KEYS if k not in present)
-        raise invalid_parameter(f"{where}.{missing}", "a storage drive needs domainID, "
-                                "imageID and volumeID")
-    pool = values.get("poolID")
-    return DriveRef(
-        domain_id=uuid_field(values["domainID"], f"{where}.domainID"),
-        image_id=uuid_field(values["imageID"], f"{where}.imageID"),
-        volume_id=uuid_field(values["volumeID"], f"{where}.volumeID"),
-        pool_id=uuid_field(pool, f"{where}.poolID") if pool else None,
-    )
-
-
-def storage_drives(root: etree._Element, meta: VmMetadata) -> list[_Drive]:
-    """The disks of ``root`` whose metadata names a volume."""
-    out = []
-    for el in root.iterfind("devices/disk"):
-        target = el.find("target")
-        name = target.get("dev", "") if target is not None else ""
-        dev = meta.disk(name) if name else None
-        if dev is None:
-            continue
-        ref = _drive_ref(dev.values, f"disk {name}")
-        if ref is not None:
-            out.append(_Drive(name, ref, el))
-    return out
-
-
-def lease_devices(root: etree._Element) -> list[_Lease]:
-    out = []
-    for el in root.iterfind("devices/lease"):
-        key = (el.findtext("key") or "").strip()
-        lockspace = (el.findtext("lockspace") or "").strip()
-        ref = LeaseRef(uuid_field(lockspace, "lease.lockspace (sd_id)"),
-                       uuid_field(key, "lease.key (lease_id)"))
-        out.append(_Lease(ref, el))
-    return out
-
-
-def lease_element(ref: LeaseRef) -> etree._Element:
-    """A ``<lease>`` whose target is still the placeholders the engine sends."""
-    el = etree.Element("lease")
-    etree.SubElement(el, "key").text = ref.lease_id
-    etree.SubElement(el, "lockspace").text = ref.sd_id
-    etree.SubElement(el, "target", path=f"{LEASE_PATH_PLACEHOLDER}:{ref.lease_id}:{ref.sd_id}",
-                     offset=f"{LEASE_OFFSET_PLACEHOLDER}:{ref.lease_id}:{ref.sd_id}")
-    return el
-
-
-def lease_meta(ref: LeaseRef) -> DeviceMeta:
-    return DeviceMeta(attrs={"devtype": "lease", "name": ref.lease_id},
-                      values={"sd_id": ref.sd_id, "lease_id": ref.lease_id})
-
-
-def references_storage(root: etree._Element, meta: VmMetadata) -> bool:
-    """Cheap check: does this definition need the storage at all?"""
-    return root.find("devices/lease") is not None or meta_references_storage(meta)
-
-
-def meta_references_storage(meta: VmMetadata) -> bool:
-    """Whether a VM's metadata names volumes or leases (what recovery must take again)."""
-    for dev in meta.devices:
-        kind = dev.attrs.get("devtype")
-        if kind == "lease" or (kind == "disk" and any(dev.values.get(k) for k in _STORAGE_KEYS)):
-            return True
-    return False
-
-
-# -- writing a definition ----------------------------------------------------------------
-
-
-def set_drive_source(el: etree._Element, prepared: PreparedDrive) -> None:
-    """The prepared path and format into a ``<disk>`` (a file disk from now on)."""
-    el.set("type", "file")
-    driver = el.find("driver")
-    if driver is None:
-        driver = etree.Element("driver", name="qemu")
-        el.insert(0, driver)
-    driver.set("type", prepared.format)
-    source = el.find("source")
-    if source is None:
-        source = etree.Element("source")
-        driver.addnext(source)
-    for attr in ("dev", "file", "name", "protocol"):
-        source.attrib.pop(attr, None)
-    source.set("file", prepared.path)
-
-
-def set_lease_target(el: etree._Element, target: LeaseTarget) -> None:
-    tgt = el.find("target")
-    if tgt is None:
-        tgt = etree.SubElement(el, "target")
-    tgt.set("path", target.path)
-    tgt.set("offset", str(target.offset))
 
 
 # -- per-VM bookkeeping ------------------------------------------------------------------
@@ -252,9 +124,28 @@ class Attached:
     leases: list[tuple[LeaseRef, LeaseTarget]] = field(default_factory=list)
 
 
-def _create_error(what: str, exc: VdsmError) -> VMCreateError:
-    return VMCreateError(f"{what}: {exc.message} (code {exc.code})",
-                         data={"storageCode": exc.code})
+def _wrapped(cls: type[VdsmError], what: str, exc: VdsmError) -> VdsmError:
+    return cls(f"{what}: {exc.message} (code {exc.code})", data={"storageCode": exc.code})
+
+
+def _acquire_what(leases: Sequence[tuple[LeaseRef, LeaseTarget]]) -> str:
+    return "cannot acquire " + ", ".join(ref.describe() for ref, _ in leases)
+
+
+def _volume_lease(prepared: PreparedDrive, drive: DriveRef) -> LeaseTarget:
+    if prepared.lease is None:
+        raise VMCreateError(f"volume {drive} has no lease")
+    return prepared.lease
+
+
+def set_shared(meta: DeviceMeta | None, exclusive: bool) -> None:
+    """Metadata says whether the drive holds its volume's lease (recovery reads it)."""
+    if meta is None:
+        return
+    if exclusive:
+        meta.values["shared"] = SHARED_EXCLUSIVE
+    elif meta.values.get("shared") == SHARED_EXCLUSIVE:
+        meta.values["shared"] = SHARED_NONE
 
 
 class VmStorage:
@@ -292,36 +183,58 @@ class VmStorage:
         held = Attached()
         self._attached[vm_id] = held
         try:
+            volume_leases = {}
             for drive in drives:
                 try:
-                    prepared = await self.storage.prepare(drive.ref)
+                    prepared = await self.storage.prepare(drive.ref, exclusive=drive.exclusive)
                 except VdsmError as exc:
-                    raise _create_error(f"cannot prepare drive {drive.name} ({drive.ref})",
-                                        exc) from None
+                    raise _wrapped(VMCreateError, f"cannot prepare drive {drive.name} "
+                                   f"({drive.ref})", exc) from None
                 held.drives.append(drive.ref)
                 set_drive_source(drive.element, prepared)
-            targets = []
-            for lease in leases:
-                try:
-                    target = await self.storage.lease_info(lease.ref)
-                except VdsmError as exc:
-                    raise _create_error(f"cannot find VM lease {lease.ref}", exc) from None
-                set_lease_target(lease.element, target)
-                if meta_lease(meta, lease.ref) is None:
-                    meta.devices.append(lease_meta(lease.ref))
-                targets.append((lease.ref, target))
+                set_shared(meta.disk(drive.name), drive.exclusive)
+                if drive.exclusive:
+                    volume_leases[drive.ref.lease_ref()] = (drive.ref,
+                                                             _volume_lease(prepared, drive.ref))
+            targets = await self._fill_leases(leases, volume_leases, meta)
+            for ref, (drive_ref_, target) in volume_leases.items():  # no <lease> sent for it
+                add_device(root, volume_lease_element(drive_ref_, target))
+                targets.append((ref, target))
             if targets:
                 try:
                     await self.storage.acquire_vm_leases(vm_id, targets)
                 except VdsmError as exc:
-                    names = ", ".join(str(ref) for ref, _ in targets)
-                    raise _create_error(f"cannot acquire VM lease {names}", exc) from None
+                    raise _wrapped(VMCreateError, _acquire_what(targets), exc) from None
                 held.leases = targets
         except BaseException:
             await self.detach(vm_id)
             raise
-        log.info("vmId=%s: %d storage drives prepared, %d VM leases held", vm_id,
+        log.info("vmId=%s: %d storage drives prepared, %d leases held", vm_id,
                  len(held.drives), len(held.leases))
+
+    async def _fill_leases(self, leases: list[Lease], volume_leases: dict[
+            LeaseRef, tuple[DriveRef, LeaseTarget]], meta: VmMetadata,
+    ) -> list[tuple[LeaseRef, LeaseTarget]]:
+        """The targets of the ``<lease>`` devices; the volume leases they name are taken
+        out of ``volume_leases``."""
+        assert self.storage is not None
+        targets = []
+        for lease in leases:
+            ref = next((r for r in volume_leases if (r.sd_id, r.lease_id) ==
+                        (lease.ref.sd_id, lease.ref.lease_id)), None)
+            if ref is not None:
+                target = volume_leases.pop(ref)[1]
+            else:
+                ref = lease.ref
+                try:
+                    target = await self.storage.lease_info(ref)
+                except VdsmError as exc:
+                    raise _wrapped(VMCreateError, f"cannot find VM lease {ref}", exc) from None
+                if meta_lease(meta, ref) is None:
+                    meta.devices.append(lease_meta(ref))
+            set_lease_target(lease.element, target)
+            targets.append((ref, target))
+        return targets
 
     def started(self, vm_id: str) -> bool:
         """The domain runs: its leases guard it. False if it lost them meanwhile."""
@@ -329,6 +242,65 @@ class VmStorage:
         if held is None or not held.leases or self.storage is None:
             return True
         return self.storage.vm_started(vm_id)
+
+    # -- hot-plug ---------------------------------------------------------------------
+
+    async def plug(self, vm_id: str, name: str, drive: DriveRef, element: etree._Element,
+                   exclusive: bool) -> etree._Element | None:
+        """A drive for a running VM: prepared (its path into ``element``) and, if
+        exclusive, its volume lease taken and guarded; the ``<lease>`` to attach with it.
+        All or nothing; HotplugDiskError (45) naming the storage error."""
+        if self.storage is None:
+            raise HotplugDiskError("this host has no storage: cannot plug a storage drive")
+        held = self._attached.setdefault(vm_id, Attached())
+        what = f"drive {name} ({drive})"
+        try:
+            prepared = await self.storage.prepare(drive, exclusive=exclusive)
+        except VdsmError as exc:
+            raise _wrapped(HotplugDiskError, f"cannot prepare {what}", exc) from None
+        held.drives.append(drive)
+        try:
+            self._still_held(vm_id, held)
+            set_drive_source(element, prepared)
+            if not exclusive:
+                return None
+            lease = (drive.lease_ref(), _volume_lease(prepared, drive))
+            try:
+                await self.storage.acquire_vm_leases(vm_id, [lease])
+            except VdsmError as exc:
+                raise _wrapped(HotplugDiskError, _acquire_what([lease]), exc) from None
+            held.leases.append(lease)
+            self._still_held(vm_id, held)
+            self.storage.vm_started(vm_id)  # the new holder guards the running VM too
+            return volume_lease_element(drive, lease[1])
+        except BaseException:
+            await self.unplug(vm_id, drive, held)
+            raise
+
+    def _still_held(self, vm_id: str, held: Attached) -> None:
+        if self._attached.get(vm_id) is not held:
+            raise HotplugDiskError("the VM went down meanwhile")
+
+    async def unplug(self, vm_id: str, drive: DriveRef, held: Attached | None = None) -> None:
+        """Give back one drive of a VM (its volume lease, then the prepared image)."""
+        held = held or self._attached.get(vm_id)
+        if held is None or self.storage is None:
+            return
+        lease = next((item for item in held.leases if item[0] == drive.lease_ref()), None)
+        if lease is not None:
+            held.leases.remove(lease)
+            try:
+                await self.storage.release_lease(vm_id, lease[0])
+            except VdsmError as exc:
+                log.error("vmId=%s: cannot release %s: %s", vm_id, lease[0].describe(), exc)
+        if drive in held.drives:
+            held.drives.remove(drive)
+            try:
+                await self.storage.teardown(drive)
+            except VdsmError as exc:
+                log.error("vmId=%s: cannot tear down drive %s: %s", vm_id, drive, exc)
+
+    # -- giving back ----------------------------------------------------------------------
 
     async def recovered(self, running: Collection[str]) -> None:
         """Recovery's end: leases still held for VMs that no longer run are given back."""
@@ -340,9 +312,13 @@ class VmStorage:
         task = self._detaching.get(vm_id)
         if task is not None:
             return task
-        held = self._attached.pop(vm_id, None)
-        if held is None:
+        attached = self._attached.pop(vm_id, None)
+        if attached is None:
             return None
+        # what it holds now is given back here; a hot-plug under way undoes its own part
+        held = Attached(list(attached.drives), list(attached.leases))
+        attached.drives.clear()
+        attached.leases.clear()
         task = asyncio.get_running_loop().create_task(self._give_back(vm_id, held),
                                                       name=f"detach-{vm_id}")
         self._detaching[vm_id] = task
@@ -360,7 +336,7 @@ class VmStorage:
             try:
                 await self.storage.release_vm_leases(vm_id)
             except VdsmError as exc:
-                log.error("vmId=%s: cannot release its VM leases: %s", vm_id, exc)
+                log.error("vmId=%s: cannot release its leases: %s", vm_id, exc)
         for drive in reversed(held.drives):
             try:
                 await self.storage.teardown(drive)
@@ -369,6 +345,8 @@ class VmStorage:
         if held.drives or held.leases:
             log.info("vmId=%s: storage given back (%d drives, %d leases)", vm_id,
                      len(held.drives), len(held.leases))
+
+    # -- recovery -------------------------------------------------------------------------
 
     async def adopt(self, vm_id: str, meta: VmMetadata) -> bool:
         """A running VM found by recovery: re-prepare its drives, re-take its leases.
@@ -385,10 +363,13 @@ class VmStorage:
             kind = dev.attrs.get("devtype")
             try:
                 if kind == "disk":
-                    ref = _drive_ref(dev.values, f"disk {dev.attrs.get('name', '')}")
+                    ref = drive_ref(dev.values, f"disk {dev.attrs.get('name', '')}")
                     if ref is not None:
+                        exclusive = wants_exclusive(dev.values, None)
                         held.drives.append(ref)
-                        await self.storage.prepare(ref)
+                        prepared = await self.storage.prepare(ref, exclusive=exclusive)
+                        if exclusive:
+                            leases.append((ref.lease_ref(), _volume_lease(prepared, ref)))
                 elif kind == "lease":
                     lease = LeaseRef(uuid_field(dev.values.get("sd_id"), "lease.sd_id"),
                                      uuid_field(dev.values.get("lease_id"), "lease.lease_id"))
@@ -400,7 +381,8 @@ class VmStorage:
         try:
             await self.storage.adopt_vm_leases(vm_id, leases)
         except VdsmError as exc:
-            log.error("vmId=%s: recovery of its VM leases failed: %s", vm_id, exc)
+            log.error("vmId=%s: recovery of its leases failed: %s", vm_id, exc)
+            held.leases = leases  # some may be held: the VM's Down gives them back
             return not isinstance(exc, VmLeaseHeld)
         held.leases = leases
         if self._attached.get(vm_id) is not held:  # went Down meanwhile: given back already
@@ -408,38 +390,3 @@ class VmStorage:
         return True
 
 
-def meta_lease(meta: VmMetadata, ref: LeaseRef) -> DeviceMeta | None:
-    for dev in meta.devices:
-        if dev.attrs.get("devtype") == "lease" and dev.values.get("lease_id") == ref.lease_id \
-                and dev.values.get("sd_id") == ref.sd_id:
-            return dev
-    return None
-
-
-def plain_leases(params: Mapping[str, Any]) -> list[LeaseRef]:
-    """The ``lease`` devices of a plain spec (``vmParams.devices``), checked."""
-    devices = params.get("devices")
-    out: list[LeaseRef] = []
-    if not isinstance(devices, list):
-        return out
-    for i, dev in enumerate(devices):
-        if isinstance(dev, Mapping) and dev.get("type") == "lease":
-            where = f"vmParams.devices[{i}]"
-            for key in ("sd_id", "lease_id"):
-                if not dev.get(key):
-                    raise missing_parameter(f"{where}.{key}")
-            out.append(LeaseRef(uuid_field(dev["sd_id"], f"{where}.sd_id"),
-                                uuid_field(dev["lease_id"], f"{where}.lease_id")))
-    if len(set(out)) != len(out):
-        raise invalid_parameter("vmParams.devices", "a lease is given twice")
-    return out
-
-
-def add_leases(root: etree._Element, meta: VmMetadata, leases: Iterable[LeaseRef]) -> None:
-    """Placeholder ``<lease>`` devices (and their metadata) for a plain spec's leases."""
-    devices = root.find("devices")
-    if devices is None:
-        devices = etree.SubElement(root, "devices")
-    for ref in leases:
-        devices.append(lease_element(ref))
-        meta.devices.append(lease_meta(ref))
