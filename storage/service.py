@@ -26,7 +26,7 @@ from storage.pool import ConnectedPool, create_pool
 from storage.sanlock_adapter import Sanlock
 from storage.task_manager import TaskManager
 from storage.task_store import TaskStore
-from storage.tasks import Step
+from storage.tasks import Step, Task
 from storage.validation import check_uuid
 from storage.volume import Volumes
 from vdsm_py.config import Config
@@ -51,6 +51,8 @@ from vdsm_py.executor import Executor
 log = logging.getLogger("vdsm_py.storage")
 
 T = TypeVar("T")
+
+TASK_STATUS_EVENT = "|storage|task_status|"  # + taskID: a task ended (see _publish_task_end)
 
 
 class StorageService:
@@ -392,7 +394,13 @@ class StorageService:
             return factory(pool, check_uuid("sdUUID", sd_uuid))
         store = TaskStore.of_master(pool.master.root)
         return TaskManager(store, resolve, workers=self.task_workers, max_tasks=self.max_tasks,
-                           hook_dir=self.task_hook_dir)
+                           hook_dir=self.task_hook_dir, on_done=self._publish_task_end)
+
+    def _publish_task_end(self, task: Task) -> None:
+        """``|storage|task_status|<taskID>`` with ``{taskID: TaskStatus}``, once the task's end
+        is durable (the status ``Task.getStatus`` would answer from then on)."""
+        if self.events is not None:
+            self.events.publish(f"{TASK_STATUS_EVENT}{task.id}", {task.id: task.status()})
 
     async def spm_task(self, sd_uuid: str, sp_uuid: str | None, verb: str,
                        plan: Callable[[FileStorageDomain], list[Step]],
@@ -404,9 +412,8 @@ class StorageService:
         the domain's pool; 309 for a domain in no pool (tasks live on a master domain).
         """
         def schedule() -> str:
-            dom = self.find_domain(sd_uuid)
-            pool = self._pool_of(dom, sp_uuid)
-            steps = plan(pool.domain(sd_uuid) if pool is not None else dom)
+            pool, dom = self._task_domain(sd_uuid, sp_uuid)
+            steps = plan(dom)
             if pool is None:
                 raise StoragePoolUnknown(
                     f"domain {sd_uuid} is in no pool: metadata changes run as SPM tasks")
@@ -415,6 +422,21 @@ class StorageService:
                 raise SpmStatusError(f"the SPM of pool {pool.sp_uuid} is still starting")
             return pool.tasks.schedule(verb, steps, resources)
         return await self._run(schedule, verb)
+
+    def _task_domain(self, sd_uuid: str, sp_uuid: str | None
+                     ) -> tuple[ConnectedPool | None, FileStorageDomain]:
+        """The domain a task will change, as its pool sees it, resolved once per task.
+
+        A domain of the connected pool ``sp_uuid`` is taken from the pool (one metadata
+        read: its seal and its pool checked), without searching the mounts; any other
+        domain is searched for and checked as :meth:`_pool_of` does."""
+        pool = self.pools.get(sp_uuid) if sp_uuid else None
+        dom = pool.domains.get(sd_uuid) if pool is not None else None
+        if pool is not None and dom is not None and pool.sp_uuid in dom.pools():
+            return pool, dom
+        found = self.find_domain(sd_uuid)
+        owner = self._pool_of(found, sp_uuid)
+        return owner, owner.domain(sd_uuid) if owner is not None else found
 
     def _tasks_holding(self, task_id: str) -> TaskManager:
         check_uuid("taskID", task_id)

@@ -16,6 +16,9 @@ Test hook (``[storage] task_hook_dir``, off by default): before a step runs, if
 test thereby knows the step is reached and can SIGKILL the daemon), and reads it to EOF;
 the text ``fail`` makes the step fail (injected fault).
 
+When a task ends (its end record durable), ``on_done(task)`` is called from the worker
+thread that ran it: the service publishes it as an event, so clients need not poll.
+
 Blocking parts (persisting, recovery) run from the executor. Must not know volumes.
 """
 
@@ -26,7 +29,7 @@ import queue
 import stat
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +67,10 @@ def fifo_hook(directory: Path) -> tk.Hook:
 
 class TaskManager:
     def __init__(self, store: TaskStore, resolve: tk.Resolver, *, workers: int = 10,
-                 max_tasks: int = 500, hook_dir: Path | None = None) -> None:
+                 max_tasks: int = 500, hook_dir: Path | None = None,
+                 on_done: Callable[[tk.Task], None] | None = None) -> None:
         self.store = store
+        self.on_done = on_done
         self.resolve = resolve
         self.max_tasks = max_tasks
         self.hook = fifo_hook(hook_dir) if hook_dir else None
@@ -119,6 +124,16 @@ class TaskManager:
             finally:
                 for lock in reversed(locks):
                     lock.release()
+            if task.is_done():
+                self._announce(task)
+
+    def _announce(self, task: tk.Task) -> None:
+        if self.on_done is None:
+            return
+        try:
+            self.on_done(task)
+        except Exception:  # a listener's fault must not stop the worker
+            log.exception("task %s: its end could not be announced", task.id)
 
     def recover_dumped(self) -> list[str]:
         """Load the tasks persisted on the master domain and bring each to its end."""
@@ -133,6 +148,8 @@ class TaskManager:
                             task.id, task.verb, task.begun, task.state)
                 tk.recover(task, self.resolve, self.store)
                 recovered.append(task.id)
+                if task.is_done():
+                    self._announce(task)
         return recovered
 
     def shutdown(self, timeout: float = 0.0) -> None:

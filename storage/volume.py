@@ -7,11 +7,12 @@ with its undo, run by the SPM's task manager (persisted, recovered after a crash
 this thread by :meth:`Volumes.create` & co. (undone in memory on failure). A new volume is
 written ILLEGAL and turned LEGAL only as the last step, so a crash mid-create leaves a
 volume that no VM will use, and recovery removes it. The files are made in one step
-(``create_volume_files``: qemu-img started first, the ILLEGAL ``.meta`` and the lease made
-while it runs) and nothing of it is synced by us: the final LEGAL write is durable (fsync'd
-``.meta``, image directory, then ``images/`` for a new image directory) and makes the whole
-volume durable with it (qemu-img syncs the data, sanlock writes the lease synchronously), so
-a task never ends with a volume a power loss could take away.
+(``create_volume_files``: qemu-img started first; the ILLEGAL ``.meta``, the lease and the
+sync of a new image directory's entry in ``images/`` done while it runs) and the final LEGAL
+write is durable (``.meta`` and image directory fsync'd) and makes the whole volume durable
+with it (qemu-img syncs the data, sanlock writes the lease synchronously), so a task never
+ends with a volume a power loss could take away. Until the task records its end, any crash
+rolls a create back (it has no point of no return), whatever state its files are in.
 Deletion marks the volume ILLEGAL (undoable), then removes it (only ever completed).
 Blocking (files, qemu-img): call from workers. Must not acquire host ids or know about
 pools.
@@ -155,8 +156,8 @@ class Volumes:
         return self.metadata(spec.img_uuid, spec.vol_uuid)
 
     def create_plan(self, spec: VolumeSpec) -> list[Step]:
-        """Checked now; the steps make the volume ILLEGAL first and LEGAL last (the LEGAL
-        write also makes the new image directory durable: see :meth:`set_legal`)."""
+        """Checked now; the steps make the volume ILLEGAL first and LEGAL last (durable when
+        the last step ends: see :meth:`create_volume_files` and :meth:`set_legal`)."""
         self.check_create(asdict(spec))
         args = {"spec": asdict(spec)}
         steps = [Step(self.target, "check_create", args),  # again, under the image's lock
@@ -210,15 +211,19 @@ class Volumes:
     def create_volume_files(self, spec: dict[str, Any]) -> None:
         """The image directory, then the volume's three files at once (ILLEGAL ``.meta``).
 
-        Nothing here is synced: the LEGAL write that ends the plan (:meth:`set_legal`)
-        makes the new directory entries durable; qemu-img syncs the data it writes, sanlock
-        writes the lease synchronously (and it is fsync'd), the ``.meta`` is rewritten."""
+        Only what does not wait for qemu-img is synced here, while it runs: a new image
+        directory's entry in ``images/``, the lease (written synchronously by sanlock, then
+        fsync'd). qemu-img syncs the data it writes; the LEGAL write that ends the plan
+        (:meth:`set_legal`) makes the ``.meta`` and the entries of the image directory
+        durable."""
+        new_dir = True
         with _creating(spec):
             try:
                 self.domain.image_dir(spec["img_uuid"]).mkdir(mode=0o755)
             except FileExistsError:
-                pass
-        self._make_files(spec, metadata=True)
+                new_dir = False
+        self._make_files(spec, metadata=True,
+                         sync_dir=self.domain.images_dir if new_dir else None)
 
     def remove_volume_files(self, spec: dict[str, Any]) -> None:
         """Undo of :meth:`create_volume_files`: whatever of it exists, and the image
@@ -274,10 +279,11 @@ class Volumes:
     def create_data_and_lease(self, spec: dict[str, Any]) -> None:
         self._make_files(spec, metadata=False)
 
-    def _make_files(self, spec: dict[str, Any], *, metadata: bool) -> None:
+    def _make_files(self, spec: dict[str, Any], *, metadata: bool,
+                    sync_dir: Path | None = None) -> None:
         """qemu-img is started first (its own start-up is most of its time); the ILLEGAL
         ``.meta`` (if asked) and the lease (1 MiB written by sanlock's daemon, as long as
-        the image) are made while it runs, in this thread."""
+        the image) are made while it runs, in this thread, and ``sync_dir`` is fsync'd."""
         vs = VolumeSpec(**spec)
         parent_md = self._parent_metadata(vs)
         path = self.path(vs.img_uuid, vs.vol_uuid)
@@ -287,6 +293,9 @@ class Volumes:
             if metadata:
                 self._write_illegal_metadata(vs, parent_md)
             self.create_lease(spec)
+            if sync_dir is not None:
+                with _creating(spec):
+                    fsync_dir(sync_dir)
         except BaseException:
             data.wait()  # its error first: the others' are often a consequence
             raise
@@ -312,10 +321,20 @@ class Volumes:
             self._set_voltype(img, parent, sc.LEAF_VOL)
 
     def set_legal(self, spec: dict[str, Any]) -> None:
-        """The durable LEGAL write (fsync'd ``.meta`` and image directory), then the image
-        directory's own entry in ``images/`` (a new one is not synced when made)."""
-        self.update(spec["img_uuid"], spec["vol_uuid"], legality=sc.LEGAL_VOL)
-        fsync_dir(self.domain.images_dir)
+        """The LEGAL ``.meta`` replaces the ILLEGAL one, then it and the image directory are
+        fsync'd: durable, with the volume's other entries, when this returns.
+
+        Unlike :meth:`update`, the new file is not fsync'd before its rename (one journal
+        commit, not two, after qemu-img): a power loss in between may leave an empty or
+        ILLEGAL ``.meta``, but only before the task's end is recorded, and a create that did
+        not record its end is always rolled back, which removes the volume whatever its
+        ``.meta`` holds. Readers still see the old file or the new one (rename)."""
+        img, vol = spec["img_uuid"], spec["vol_uuid"]
+        md = replace(self.metadata(img, vol), legality=sc.LEGAL_VOL)
+        path = self.meta_path(img, vol)
+        self._write_metadata(img, vol, md, durable=False)
+        _fsync(path)
+        fsync_dir(path.parent)
 
     def _start_data(self, spec: VolumeSpec, path: Path,
                     parent: VolumeMetadata | None) -> qemuimg.Running:

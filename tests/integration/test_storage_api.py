@@ -16,6 +16,7 @@ from storage.sanlock_adapter import Sanlock
 from storage.service import StorageService
 from tests.integration.sanlock_daemon import shared_sanlock
 from vdsm_py.api.storage import register_all
+from vdsm_py.events import Event, EventBus
 from vdsm_py.executor import Executor
 from vdsm_py.rpc.dispatch import CallContext, Dispatcher
 from vdsm_py.rpc.schema import SCHEMA_DIR, Schema
@@ -32,9 +33,13 @@ BLANK = "00000000-0000-0000-0000-000000000000"
 
 
 class Client:
-    def __init__(self, dispatcher: Dispatcher):
+    def __init__(self, dispatcher: Dispatcher, events: EventBus | None = None):
         self.dispatcher = dispatcher
         self.n = 0
+        self.events: list[Event] | None = None  # the bus's events, when given one
+        if events is not None:
+            self.events = []
+            events.subscribe(self.events.append)
 
     async def call(self, method: str, **params):
         self.n += 1
@@ -60,6 +65,14 @@ class Client:
                 != "finished":
             assert loop.time() < deadline, status
             await asyncio.sleep(0.05)
+        if self.events is None:
+            return status
+        # its end is also published, with the status Task.getStatus answers from then on
+        method = f"|storage|task_status|{task_id}"
+        while not (ends := [e.params for e in self.events if e.method == method]):
+            assert loop.time() < deadline, f"no {method} event"
+            await asyncio.sleep(0.01)
+        assert len(ends) == 1 and ends[0][task_id] == status, ends
         return status
 
     async def task_ok(self, method: str, **params) -> None:
@@ -72,8 +85,9 @@ class Client:
 async def env(tmp_path, tmp_path_factory):
     daemon = shared_sanlock(tmp_path_factory.getbasetemp())
     executor = Executor(4, 60, name="storage-test")
+    events = EventBus(asyncio.get_running_loop())
     service = StorageService(
-        root=tmp_path / "dc", run_dir=tmp_path / "run", executor=executor, events=None,
+        root=tmp_path / "dc", run_dir=tmp_path / "run", executor=executor, events=events,
         sanlock=Sanlock(daemon.run_dir),
         monitor=DomainMonitor(executor, interval=0.5, check_timeout=10),
         io_timeout=1, host_id_timeout=60)
@@ -83,7 +97,7 @@ async def env(tmp_path, tmp_path_factory):
     await service.start()
     (tmp_path / "export").mkdir()
     try:
-        yield Client(dispatcher), service, tmp_path
+        yield Client(dispatcher, events), service, tmp_path
     finally:
         await service.stop()
         executor.close()

@@ -7,9 +7,11 @@ the step is reached when it can open the FIFO for writing, then kills the daemon
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +23,7 @@ from tests.integration.storage_host import (
     wait_no_resources,
     wait_paused,
 )
+from vdsm_py.client.stream import EventStream
 
 SP = "5a1b2c3d-aaaa-4a1e-8a53-0d1f2c3b4a5d"
 SD = "5b2c3d4e-bbbb-4b2f-9b64-1e2a3d4c5b6e"
@@ -67,6 +70,15 @@ def image_files(export: Path) -> list[str]:
     return sorted(os.listdir(d)) if d.exists() else []
 
 
+async def task_end_event(events: EventStream, task_id: str) -> dict[str, Any]:
+    """The status in the ``|storage|task_status|<taskID>`` event of ``task_id``."""
+    async with asyncio.timeout(60):
+        async for method, params in events:
+            if method == f"|storage|task_status|{task_id}":
+                return params[task_id]  # type: ignore[no-any-return]
+    raise AssertionError(f"the event stream ended before task {task_id} did")
+
+
 def task_dirs(export: Path) -> list[str]:
     return sorted(os.listdir(export / SD / "master" / "tasks"))
 
@@ -80,9 +92,13 @@ async def test_killed_mid_create_and_extend_the_restarted_spm_rolls_back_and_for
     await make_pool(host, export)
     assert await host.error("Volume.create", volumeID=V1, **NEW) == 654  # not SPM yet
     await host.ok("StoragePool.spmStart", storagepoolID=SP)
-    status = await host.wait_task(await host.ok("Volume.create", volumeID=V1, **NEW))
-    assert status["taskResult"] == "success"
-    await host.ok("Task.clear", taskID=status["taskID"])
+    assert host.client is not None
+    events = await host.client.subscribe_events(confirm=True)
+    task_id = await host.ok("Volume.create", volumeID=V1, **NEW)
+    ended = await task_end_event(events, task_id)  # its end, published: no polling needed
+    assert ended["taskResult"] == "success"
+    assert await host.ok("Task.getStatus", taskID=task_id) == ended
+    await host.ok("Task.clear", taskID=task_id)
 
     # an injected fault in a live task: rolled back at once, nothing left
     fifo = host.pause_before("mark_parent_internal")
@@ -111,10 +127,13 @@ async def test_killed_mid_create_and_extend_the_restarted_spm_rolls_back_and_for
     await host.start()
     await host.join_pool(export, SP, SD, 1)
     assert await host.error("Task.getStatus", taskID=create_id) == 401  # not SPM: unknown
+    assert host.client is not None
+    events = await host.client.subscribe_events(confirm=True)
     await host.ok("StoragePool.spmStart", storagepoolID=SP)
     status = await host.ok("Task.getStatus", taskID=create_id)
     assert status["taskState"] == "finished" and status["taskResult"] == "cleanSuccess"
     assert status["code"] == 411
+    assert await task_end_event(events, create_id) == status  # recovery's end, published
     assert image_files(export) == [V1, V1 + ".lease", V1 + ".meta"]
     info = await host.ok("Volume.getInfo", volumeID=V1, **IDS)
     assert info["voltype"] == "LEAF" and info["legality"] == "LEGAL"

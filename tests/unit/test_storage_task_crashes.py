@@ -270,6 +270,25 @@ def test_volume_create_power_loss_before_the_legal_write_is_rolled_back(tmp_path
     assert vols.domain.images() == []
 
 
+@pytest.mark.parametrize("lost", ["everything", "its data"])
+def test_volume_create_power_loss_in_the_legal_write_is_rolled_back(tmp_path, vols, lost):  # noqa: F811 - the imported fixture
+    """The LEGAL .meta is renamed into place before it is fsync'd: a power loss then may
+    leave an empty .meta (or none). The task's end was not recorded: rolled back all the
+    same, nothing of the volume left."""
+    steps = vols.create_plan(VolumeSpec(IMG, V1, sc.MiB, sc.COW_FORMAT, sc.SPARSE))
+    store = CrashingStore(master_store(tmp_path / "msd").root, crash_at=2)  # at the end
+    run_until_crash(store, steps, lambda t: vols)
+    meta = vols.meta_path(IMG, V1)
+    assert vols.metadata(IMG, V1).legality == sc.LEGAL_VOL
+    if lost == "everything":
+        meta.unlink()
+    else:
+        meta.write_bytes(b"")
+    mgr = recover(store, lambda t: vols)
+    assert mgr.status(TASK_ID)["taskResult"] == "cleanSuccess"
+    assert vols.domain.images() == []
+
+
 def test_volume_delete_killed_in_removal_is_completed(tmp_path, vols):  # noqa: F811 - the imported fixture
     vols.create(VolumeSpec(IMG, V1, sc.MiB, sc.COW_FORMAT, sc.SPARSE))
     vols.create(VolumeSpec(IMG, V2, sc.MiB, sc.COW_FORMAT, sc.SPARSE, parent=V1))
@@ -304,10 +323,10 @@ def test_volume_steps_make_a_created_volume_durable(tmp_path, vols, monkeypatch)
     monkeypatch.setattr(os, "fsync", fsync)
     vols.create(VolumeSpec(IMG, V1, sc.MiB, sc.COW_FORMAT, sc.SPARSE))
     image_dir = vols.domain.image_dir(IMG)
-    # all at the end: the LEGAL .meta, the entries of its directory, the new image
-    # directory's entry in images/ (nothing was synced while the files were made)
-    assert synced == [str(image_dir / (V1 + ".meta.new")), str(image_dir),
-                      str(vols.domain.images_dir)]
+    # while qemu-img ran: the new image directory's entry in images/; at the end: the
+    # LEGAL .meta (once renamed into place) and the entries of its directory
+    assert synced == [str(vols.domain.images_dir), str(image_dir / (V1 + ".meta")),
+                      str(image_dir)]
 
 
 class LeaseFormatter:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,35 @@ def test_steps_run_in_order_and_the_task_reports_vdsm_status(env):
     assert status["taskState"] == "finished" and status["taskResult"] == "success"
     assert status["code"] == 0 and status["message"] == "3 jobs completed successfully"
     assert mgr.info(status["taskID"]) == {"id": status["taskID"], "verb": "testVerb"}
+
+
+def test_a_task_end_is_announced_once_with_its_final_status(tmp_path):
+    ended: list[dict] = []
+    log = tmp_path / "journal"
+    mgr = TaskManager(master_store(tmp_path / "sd"), lambda t: Recorder(log), workers=1,
+                      on_done=lambda task: ended.append(task.status()))
+    try:
+        ok = run_to_end(mgr, [step(1)])
+        failed = run_to_end(mgr, [step(2), step(3, "boom")])
+        deadline = time.monotonic() + 30  # announced right after the end is reported
+        while len(ended) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        mgr.shutdown()
+    assert ended == [ok, failed] and failed["taskResult"] == "cleanSuccess"
+
+
+def test_a_failing_end_listener_does_not_stop_the_worker(tmp_path):
+    def listener(task: tk.Task) -> None:
+        raise RuntimeError("listener broke")
+
+    mgr = TaskManager(master_store(tmp_path / "sd"), lambda t: Recorder(tmp_path / "j"),
+                      workers=1, on_done=listener)
+    try:
+        assert run_to_end(mgr, [step(1)])["taskResult"] == "success"
+        assert run_to_end(mgr, [step(2)])["taskResult"] == "success"  # same worker
+    finally:
+        mgr.shutdown()
 
 
 def test_failed_step_undoes_begun_steps_last_first(env):
