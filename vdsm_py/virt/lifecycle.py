@@ -7,7 +7,8 @@ Owns the steps of each operation and their failure rules:
   it while it runs) → ``after_vm_start``. A start that fails at any step leaves no domain
   behind (a domain that a timed-out ``createXML`` may have created is looked up and
   destroyed) and ends Down with the reason; a destroy asked meanwhile is honoured at the
-  next step instead of racing it;
+  next step instead of racing it. Without ``before_vm_start`` scripts, looking for hook
+  scripts, serializing and ``createXML`` are one worker call (see :func:`_create_unless_hooked`);
 - destroy: graceful attempts (SIGTERM through libvirt) before the forceful one;
 - pause / cont.
 
@@ -17,6 +18,8 @@ The caller holds the VM's lock (the start task receives it already held and rele
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import libvirt
 
@@ -67,22 +70,39 @@ async def start(svc: Services, vm: Vm, defn: Definition) -> None:
         vm.lock.release()
 
 
-def _serialize_and_create(conn: libvirt.virConnect, defn: Definition, xml: str | None,
-                          flags: int) -> str:
-    """Worker: start ``xml``, or the definition serialized here, off the loop (see
-    :meth:`Definition.text`); the XML started."""
-    if xml is None:
-        xml = defn.text()
+@dataclass(frozen=True, slots=True)
+class _Started:
+    xml: str  # the XML libvirt started
+    after_hook: bool  # whether after_vm_start has scripts
+
+
+def _create_unless_hooked(svc: Services, conn: libvirt.virConnect, defn: Definition,
+                          flags: int) -> _Started | None:
+    """Worker: the usual start in one call — None (nothing done) when ``before_vm_start``
+    has scripts, else the definition serialized and started.
+
+    The hook directories are looked at here and not on the loop: each look is a few
+    system calls, and on the loop each one lets the GIL go and then waits to take it back
+    behind the workers. lxml serializes without the GIL too (see :meth:`Definition.text`).
+    """
+    if svc.wants_hook("before_vm_start"):
+        return None
+    return _create_xml(svc, conn, defn.text(), flags)
+
+
+def _create_xml(svc: Services, conn: libvirt.virConnect, xml: str, flags: int) -> _Started:
+    """Worker: start ``xml``; and whether ``after_vm_start`` has scripts to run now."""
     _create(conn, xml, flags)
-    return xml
+    return _Started(xml, svc.wants_hook("after_vm_start"))
 
 
 async def _start(svc: Services, vm: Vm, defn: Definition) -> None:
-    paused = defn.launch_paused
-    flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
-    defn.store_metadata()
-    xml: str | None = None
-    if svc.wants_hook("before_vm_start"):
+    flags = libvirt.VIR_DOMAIN_START_PAUSED if defn.launch_paused else 0
+    defn.store_metadata()  # on the loop: the loop may read the tree (Vm.definition)
+    if _destroyed_first(vm):
+        return
+    started = await _call_create(svc, vm, lambda c: _create_unless_hooked(svc, c, defn, flags))
+    if started is None and vm.start_error is None:  # before_vm_start has scripts
         assert svc.hooks is not None
         try:
             xml, flags = await svc.hooks.before_vm_start(
@@ -90,17 +110,11 @@ async def _start(svc: Services, vm: Vm, defn: Definition) -> None:
         except VdsmError as exc:
             _failed(vm, ExitReason.GENERIC_ERROR, exc)
             return
-    if vm.destroy_requested:
-        vm.set_down(ExitCode.NORMAL, ExitReason.DESTROYED_ON_STARTUP)
-        return
-    vm.stopped_while_starting = None
-    hooked, start_flags = xml, flags
-    try:
-        xml = await svc.conn.call(
-            lambda c: _serialize_and_create(c, defn, hooked, start_flags), name="createXML")
-    except (libvirt.libvirtError, VdsmError) as exc:
-        await _cleanup_failed_start(svc, vm)
-        _failed(vm, ExitReason.LIBVIRT_START_FAILED, VMCreateError(message(exc)))
+        if _destroyed_first(vm):
+            return
+        hooked, hooked_flags = xml, flags
+        started = await _call_create(svc, vm, lambda c: _create_xml(svc, c, hooked, hooked_flags))
+    if started is None:
         return
     log.info("vmId=%s: domain %r started", vm.id, vm.name)
     vm.starting = False
@@ -110,7 +124,29 @@ async def _start(svc: Services, vm: Vm, defn: Definition) -> None:
     vm.started(paused=bool(flags & libvirt.VIR_DOMAIN_START_PAUSED))
     if vm.stopped_while_starting is not None:  # it died before createXML even returned
         vm.on_lifecycle(libvirt.VIR_DOMAIN_EVENT_STOPPED, vm.stopped_while_starting)
-    await svc.after_hook("after_vm_start", xml, vm)
+    if started.after_hook:
+        await svc.after_hook("after_vm_start", started.xml, vm)
+
+
+async def _call_create(svc: Services, vm: Vm,
+                       fn: Callable[[libvirt.virConnect], _Started | None]) -> _Started | None:
+    """A create step on a worker. A failure leaves no domain behind and makes the VM Down
+    (``vm.start_error`` set, None returned)."""
+    vm.stopped_while_starting = None
+    try:
+        return await svc.conn.call(fn, name="createXML")
+    except (libvirt.libvirtError, VdsmError) as exc:
+        await _cleanup_failed_start(svc, vm)
+        _failed(vm, ExitReason.LIBVIRT_START_FAILED, VMCreateError(message(exc)))
+        return None
+
+
+def _destroyed_first(vm: Vm) -> bool:
+    """A destroy asked before libvirt was called is honoured instead of raced."""
+    if vm.destroy_requested:
+        vm.set_down(ExitCode.NORMAL, ExitReason.DESTROYED_ON_STARTUP)
+        return True
+    return False
 
 
 def _failed(vm: Vm, reason: ExitReason, error: VdsmError) -> None:

@@ -77,7 +77,9 @@ class VmManager:
         self.executor = executor
         self.events = events
         self.vms: dict[str, Vm] = {}
-        self.sampler = StatsSampler(self.svc, lambda: self.vms)
+        self._starting = 0  # start tasks under way (the sampler lets them go first)
+        self.sampler = StatsSampler(self.svc, lambda: self.vms,
+                                    busy=lambda: self.starts_under_way > 0)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._held_events: list[tuple[str, tuple[Any, ...]]] | None = None
 
@@ -126,6 +128,11 @@ class VmManager:
         return task
 
     # -- the container ---------------------------------------------------------------------
+
+    @property
+    def starts_under_way(self) -> int:
+        """VM starts begun and not finished yet (stats passes wait for them)."""
+        return self._starting
 
     def get(self, vm_id: str) -> Vm:
         vm = self.vms.get(vm_id)
@@ -322,6 +329,8 @@ class VmManager:
         await vm.lock.acquire()  # free: the VM is brand new
         vm.create_waiting = True
         task = self._spawn(self._start(vm, defn), f"start-{vm_id}")
+        self._starting += 1
+        task.add_done_callback(self._start_ended)
         try:
             if self.config.create_error_wait > 0:
                 await asyncio.wait({task}, timeout=self.config.create_error_wait)
@@ -333,6 +342,9 @@ class VmManager:
             await self.drives.detach(vm_id)
             raise vm.start_error
         return answer
+
+    def _start_ended(self, _task: asyncio.Task[Any]) -> None:
+        self._starting -= 1
 
     async def _start(self, vm: Vm, defn: domxml.Definition) -> None:
         """The start task: storage drives and VM leases first, then libvirt."""
