@@ -46,7 +46,7 @@ from vdsm_py.errors import (
     StorageError,
     VmLeaseHeld,
 )
-from vdsm_py.virt.storage_drives import DriveRef, LeaseRef, LeaseTarget, PreparedDrive
+from vdsm_py.virt.storage_xml import DriveRef, LeaseRef, LeaseTarget, PreparedDrive
 
 log = logging.getLogger("vdsm_py.storage.vm")
 

@@ -16,9 +16,9 @@ from vdsm_py.errors import (
     VMCreateError,
     VmLeaseHeld,
 )
-from vdsm_py.virt import domxml, storage_drives
+from vdsm_py.virt import domxml, storage_drives, storage_xml
 from vdsm_py.virt.spec import parse_vm_params
-from vdsm_py.virt.storage_drives import DriveRef, LeaseRef, LeaseTarget, PreparedDrive
+from vdsm_py.virt.storage_xml import DriveRef, LeaseRef, LeaseTarget, PreparedDrive
 
 VM = "9a1b2c3d-0000-4000-8000-000000000001"
 SD = "9b1b2c3d-0000-4000-8000-000000000002"
@@ -37,7 +37,7 @@ def drive(img: str = IMG, vol: str = VOL, **extra: object) -> dict[str, object]:
 def plain(*devices: dict[str, object]) -> domxml.Definition:
     params = {"vmName": "v", "memSize": 64, "devices": list(devices)}
     defn = domxml.build(parse_vm_params(VM, params), VirtConfig())
-    storage_drives.add_leases(defn.root, defn.meta, storage_drives.plain_leases(params))
+    storage_xml.add_leases(defn.root, defn.meta, storage_xml.plain_leases(params))
     return defn
 
 
@@ -101,7 +101,7 @@ def test_a_plain_disk_on_storage_needs_no_path_and_keeps_its_ids_in_metadata():
     defn = plain(drive())
     (disk,) = defn.root.iterfind("devices/disk")
     assert disk.find("source") is None  # filled in by the prepare, before the start
-    (ref,) = storage_drives.storage_drives(defn.root, defn.meta)
+    (ref,) = storage_xml.storage_drives(defn.root, defn.meta)
     assert ref.name == "vda" and ref.ref == DriveRef(SD, IMG, VOL, SP)
 
 
@@ -182,7 +182,7 @@ async def test_xml_form_drives_are_found_by_metadata_and_placeholders_replaced()
     assert defn.root.find("devices/lease/target").get("path") == f"/data/{SD}/dom_md/xleases"
     assert storage.calls == [("prepare", f"{SD}/{IMG}/{VOL}"), ("lease_info", f"{SD}:{VM}"),
                              ("acquire", f"{SD}:{VM}")]
-    assert storage_drives.meta_lease(defn.meta, LeaseRef(SD, VM)) is not None
+    assert storage_xml.meta_lease(defn.meta, LeaseRef(SD, VM)) is not None
 
 
 async def test_a_held_lease_gives_back_everything_taken_before_it():
@@ -255,11 +255,11 @@ def test_a_disk_needs_a_path_unless_its_caller_prepares_volumes():
 
 
 def test_recovery_looks_for_storage_only_in_vms_that_reference_it():
-    assert storage_drives.meta_references_storage(plain(drive()).meta)
+    assert storage_xml.meta_references_storage(plain(drive()).meta)
     leased = plain({"type": "lease", "sd_id": SD, "lease_id": VM})
-    assert storage_drives.meta_references_storage(leased.meta)
+    assert storage_xml.meta_references_storage(leased.meta)
     local = plain({"type": "disk", "device": "disk", "path": "/var/tmp/a.img"})
-    assert not storage_drives.meta_references_storage(local.meta)
+    assert not storage_xml.meta_references_storage(local.meta)
 
 
 async def test_all_leases_of_a_vm_are_taken_in_one_call_and_given_back_in_one():

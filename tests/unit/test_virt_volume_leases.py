@@ -25,15 +25,15 @@ from vdsm_py.errors import (
     VMCreateError,
     VmLeaseHeld,
 )
-from vdsm_py.virt import domxml, spec, storage_drives
+from vdsm_py.virt import domxml, spec, storage_drives, storage_xml
 from vdsm_py.virt.metadata import DeviceMeta
-from vdsm_py.virt.storage_drives import DriveRef, LeaseRef, LeaseTarget
+from vdsm_py.virt.storage_xml import DriveRef, LeaseRef, LeaseTarget
 
 LEASE_FILE = f"/data/{SD}/images/{IMG}/{VOL}.lease"
 
 
 def test_a_volume_lease_element_has_vdsms_shape():
-    el = storage_drives.volume_lease_element(DriveRef(SD, IMG, VOL),
+    el = storage_xml.volume_lease_element(DriveRef(SD, IMG, VOL),
                                              LeaseTarget(LEASE_FILE, 0))
     assert etree.tostring(el).decode() == (
         f'<lease><key>{VOL}</key><lockspace>{SD}</lockspace>'
@@ -95,7 +95,7 @@ async def test_the_engines_lease_for_a_drive_is_filled_from_the_volume_not_xleas
 
 def test_read_only_and_shareable_drives_take_no_lease():
     defn = plain(drive(shared="exclusive", readonly=True), drive(IMG2, VOL2, shared="shared"))
-    drives = storage_drives.storage_drives(defn.root, defn.meta)
+    drives = storage_xml.storage_drives(defn.root, defn.meta)
     assert [d.exclusive for d in drives] == [False, False]
     disks = list(defn.root.iterfind("devices/disk"))
     assert disks[1].find("shareable") is not None and disks[0].find("shareable") is None

@@ -40,6 +40,7 @@ from vdsm_py.virt import (
     recovery,
     report,
     storage_drives,
+    storage_xml,
     ticket,
 )
 from vdsm_py.virt.libvirtconn import LibvirtConnection, message
@@ -169,7 +170,7 @@ class VmManager:
         log.info("vmId=%s: adopted %s VM %r (%s)", vm.id,
                  "external" if vm.external else "our", vm.name, vm.status)
         if self.drives.storage is not None and info.meta is not None and \
-                storage_drives.meta_references_storage(info.meta):
+                storage_xml.meta_references_storage(info.meta):
             self._spawn(self._adopt_storage(vm), f"adopt-storage-{vm.id}")
 
     async def _adopt_storage(self, vm: Vm) -> None:
@@ -318,7 +319,7 @@ class VmManager:
                 defn.meta.values["launchPaused"] = params["launchPaused"] in (True, "true")
         else:
             defn = domxml.build(parse_vm_params(vm_id, params), self.config)
-            storage_drives.add_leases(defn.root, defn.meta, storage_drives.plain_leases(params))
+            storage_xml.add_leases(defn.root, defn.meta, storage_xml.plain_leases(params))
         self.drives.check(defn.root, defn.meta)
         domxml.stamp_start(defn)
         vm = self._new_vm(vm_id, defn.name, defn.meta,

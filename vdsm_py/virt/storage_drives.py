@@ -40,24 +40,17 @@ from vdsm_py.errors import HotplugDiskError, VdsmError, VMCreateError, VmLeaseHe
 from vdsm_py.virt.fields import uuid_field
 from vdsm_py.virt.metadata import DeviceMeta, VmMetadata
 from vdsm_py.virt.spec import SHARED_EXCLUSIVE, SHARED_NONE
-from vdsm_py.virt.storage_xml import (  # noqa: F401 - the names virt and storage share
-    LEASE_OFFSET_PLACEHOLDER,
-    LEASE_PATH_PLACEHOLDER,
-    Drive,
+from vdsm_py.virt.storage_xml import (
     DriveRef,
     Lease,
     LeaseRef,
     LeaseTarget,
     PreparedDrive,
     add_device,
-    add_leases,
     drive_ref,
     lease_devices,
-    lease_element,
     lease_meta,
     meta_lease,
-    meta_references_storage,
-    plain_leases,
     references_storage,
     set_drive_source,
     set_lease_target,
