@@ -22,6 +22,8 @@ Figures (the last line printed is one JSON object):
   per create of the whole daemon process during the concurrent batch vs of the raw loop
   (where the time goes: on the test driver a createXML is ~0.5 ms, so the daemon's own
   work per create — RPC, XML, events — weighs as much as libvirt's);
+  ``create_vm_layer_ratio``: the concurrent batch again, but VmManager.create called in this
+  process (no TLS, JSON-RPC or client), against raw createXML: what the VM layer alone adds;
 - ``status_event_ms``: p50 from sending VM.pause to receiving the Paused VM_status event
   (an upper bound of the libvirt event → VM_status delay).
 
@@ -289,7 +291,11 @@ async def status_events(client: Client, vm_ids: list[str]) -> list[float]:
     return out
 
 
-async def sampling_passes(uri: str, n: int, passes: int = 6) -> list[float]:
+async def in_process(uri: str, n: int, creates: int, passes: int = 6
+                     ) -> tuple[list[float], float, float]:
+    """The daemon's VM layer in this process, without transport or client: sampling pass
+    times (ms), and the seconds for ``creates`` VmManager.create calls at once (each
+    answered once libvirt started the domain) against as many raw createXML calls."""
     executor = Executor(8, 60, name="bench")
     manager = VmManager.build(VirtConfig(libvirt_uri=uri, stats_interval=3600,
                                          guest_agent_interval=0), executor,
@@ -297,10 +303,16 @@ async def sampling_passes(uri: str, n: int, passes: int = 6) -> list[float]:
     await manager.start()
     await manager.recover()
     assert len(manager.vms) >= n
-    out = [await manager.sampler.sample_once() * 1000 for _ in range(passes)]
+    samples = [await manager.sampler.sample_once() * 1000 for _ in range(passes)]
+    batch = [vm_xml(i, "layer") for i in range(creates)]
+    t = time.perf_counter()
+    await asyncio.gather(*(manager.create(vm_id, {"xml": xml}) for vm_id, xml in batch))
+    layer = time.perf_counter() - t
+    raw, _ = await asyncio.to_thread(raw_creates, uri, [
+        vm_xml(i, "layerraw") for i in range(creates)])
     await manager.stop()
     executor.close()
-    return out
+    return samples, layer, raw
 
 
 async def main() -> None:
@@ -363,8 +375,11 @@ async def main() -> None:
         await client.close()
     finally:
         daemon.close()
-    samples = await sampling_passes(uri, args.vms)
+    samples, layer, layer_raw = await in_process(uri, args.vms, args.creates)
     print(f"sampling passes (ms): {', '.join(f'{s:.0f}' for s in samples)}", flush=True)
+    print(f"VM layer alone (VmManager.create x{args.creates} at once in this process, no "
+          f"RPC): {layer * 1000:.0f} ms vs raw createXML {layer_raw * 1000:.0f} ms: ratio "
+          f"{layer / layer_raw:.2f}", flush=True)
     result = {
         "vms": args.vms,
         "getallvmstats_p50_ms": round(statistics.median(times), 2),
@@ -376,6 +391,7 @@ async def main() -> None:
         "create_latency_ratio": round(latency_ratio, 2),
         "create_daemon_cpu_ms": round(daemon_cpu / args.creates * 1000, 3),
         "create_raw_cpu_ms": round(raw_cpu / args.creates * 1000, 3),
+        "create_vm_layer_ratio": round(layer / layer_raw, 2),
         "status_event_ms": round(statistics.median(events), 2),
     }
     print(json.dumps(result), flush=True)
