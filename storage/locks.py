@@ -15,11 +15,8 @@ from pathlib import Path
 
 from storage import constants as sc
 from storage.sanlock_adapter import Disk, HostIdState, Sanlock
-from storage.sanlock_direct import DirectInit
 
 log = logging.getLogger("vdsm_py.storage.locks")
-
-LEASE_FORMAT_TIMEOUT = 60.0  # s, for sanlock direct init's write of one lease (~1 MiB)
 
 
 @dataclass(frozen=True)
@@ -64,12 +61,6 @@ class DomainLocks:
 
     def format_lease(self, name: str, disk: Disk) -> None:
         self.sanlock.write_resource(self.sd_uuid, name, disk, **self._fmt())
-
-    def start_format_lease(self, name: str, fd: int) -> DirectInit:
-        """:meth:`format_lease` into the open file ``fd`` (at the volume lease offset),
-        by ``sanlock direct init`` in a child (:mod:`storage.sanlock_direct`): started."""
-        return DirectInit(self.sd_uuid, name, fd, offset=sc.VOLUME_LEASE_OFFSET,
-                          timeout=LEASE_FORMAT_TIMEOUT, **self._fmt())
 
     # -- host id ------------------------------------------------------------------------
 

@@ -8,9 +8,7 @@ this thread by :meth:`Volumes.create` & co. (undone in memory on failure). A new
 written ILLEGAL and turned LEGAL only as the last step, so a crash mid-create leaves a
 volume that no VM will use, and recovery removes it. The files are made in one step
 (``create_volume_files``: qemu-img started first; the ILLEGAL ``.meta``, the lease and the
-sync of a new image directory's entry in ``images/`` done while it runs; in a task, qemu-img
-and the lease's formatting are started ahead by ``prepare_volume_files``, into unnamed files
-that the step links into place) and the final LEGAL
+sync of a new image directory's entry in ``images/`` done while it runs) and the final LEGAL
 write is durable (``.meta`` and image directory fsync'd) and makes the whole volume durable
 with it (qemu-img syncs the data, sanlock writes the lease synchronously), so a task never
 ends with a volume a power loss could take away. Until the task records its end, any crash
@@ -31,7 +29,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from storage import constants as sc
@@ -39,11 +36,9 @@ from storage import qemuimg
 from storage.domain import FileStorageDomain
 from storage.metadata import VolumeMetadata, fsync_dir, write_atomically
 from storage.sanlock_adapter import Disk
-from storage.tasks import Step, current_step, run_inline
-from storage.unnamed import UnnamedFile, UnnamedVolume
+from storage.tasks import Step, run_inline
 from vdsm_py.errors import (
     CannotDeleteVolume,
-    ClusterLockInitError,
     ImageDoesNotExistInSD,
     NoSpaceLeftOnDomain,
     VolumeAlreadyExists,
@@ -146,7 +141,6 @@ class Volumes:
         "check_delete", "mark_illegal", "restore_legality", "remove_volume",
         "check_extend", "acquire_lease", "release_lease", "resize_data", "set_capacity",
     })
-    STEP_PREPARES = MappingProxyType({"create_volume_files": "prepare_volume_files"})
 
     @property
     def target(self) -> str:
@@ -214,34 +208,6 @@ class Volumes:
             if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY):
                 raise
 
-    def prepare_volume_files(self, spec: dict[str, Any]) -> UnnamedVolume | None:
-        """Preparer of :meth:`create_volume_files` (see :mod:`storage.tasks`): qemu-img,
-        and sanlock's formatting of the lease, started into unnamed files of ``images/``
-        (:mod:`storage.unnamed`) that only the step links into place; None where unnamed
-        files are not supported."""
-        vs = VolumeSpec(**spec)
-        parent_md = self._parent_metadata(vs)
-        with _creating(spec):
-            data = UnnamedFile.open(self.domain.images_dir, sc.FILE_VOLUME_PERMISSIONS)
-        if data is None:
-            return None
-        try:
-            assert data.fd is not None
-            made = UnnamedVolume(data, self._start_data(vs, data.fd, parent_md))
-        except BaseException:
-            data.close()
-            raise
-        locks = self.domain.locks
-        if locks is not None:
-            try:
-                made.lease = UnnamedFile.open(self.domain.images_dir,
-                                              sc.FILE_VOLUME_PERMISSIONS)
-                if made.lease is not None and made.lease.fd is not None:
-                    made.lease_init = locks.start_format_lease(vs.vol_uuid, made.lease.fd)
-            except (OSError, ClusterLockInitError) as exc:
-                log.info("volume %s: lease to be formatted by the daemon: %s", vs.vol_uuid, exc)
-        return made
-
     def create_volume_files(self, spec: dict[str, Any]) -> None:
         """The image directory, then the volume's three files at once (ILLEGAL ``.meta``).
 
@@ -249,22 +215,15 @@ class Volumes:
         directory's entry in ``images/``, the lease (written synchronously by sanlock, then
         fsync'd). qemu-img syncs the data it writes; the LEGAL write that ends the plan
         (:meth:`set_legal`) makes the ``.meta`` and the entries of the image directory
-        durable. The data may have been started by :meth:`prepare_volume_files` before the
-        task's record: it is linked into place once qemu-img is done."""
-        prepared = current_step().take_prepared()
-        try:
-            new_dir = True
-            with _creating(spec):
-                try:
-                    self.domain.image_dir(spec["img_uuid"]).mkdir(mode=0o755)
-                except FileExistsError:
-                    new_dir = False
-            self._make_files(spec, metadata=True,
-                             sync_dir=self.domain.images_dir if new_dir else None,
-                             made=prepared if isinstance(prepared, UnnamedVolume) else None)
-        finally:
-            if prepared is not None:
-                prepared.discard()  # after place_data(): only closes what is left
+        durable."""
+        new_dir = True
+        with _creating(spec):
+            try:
+                self.domain.image_dir(spec["img_uuid"]).mkdir(mode=0o755)
+            except FileExistsError:
+                new_dir = False
+        self._make_files(spec, metadata=True,
+                         sync_dir=self.domain.images_dir if new_dir else None)
 
     def remove_volume_files(self, spec: dict[str, Any]) -> None:
         """Undo of :meth:`create_volume_files`: whatever of it exists, and the image
@@ -321,36 +280,28 @@ class Volumes:
         self._make_files(spec, metadata=False)
 
     def _make_files(self, spec: dict[str, Any], *, metadata: bool,
-                    sync_dir: Path | None = None, made: UnnamedVolume | None = None) -> None:
-        """qemu-img is started first (its own start-up is most of its time) unless ``made``
-        has it, and maybe the lease, already under way into unnamed files; the ILLEGAL
-        ``.meta`` (if asked) and the lease (1 MiB written by sanlock, as long as the
-        image) are made while it runs, in this thread, and ``sync_dir`` is fsync'd."""
+                    sync_dir: Path | None = None) -> None:
+        """qemu-img is started first (its own start-up is most of its time); the ILLEGAL
+        ``.meta`` (if asked) and the lease (1 MiB written by sanlock's daemon, as long as
+        the image) are made while it runs, in this thread, and ``sync_dir`` is fsync'd."""
         vs = VolumeSpec(**spec)
         parent_md = self._parent_metadata(vs)
         path = self.path(vs.img_uuid, vs.vol_uuid)
         with _creating(spec):
-            running = made.running if made else self._start_data(vs, path, parent_md)
+            data = self._start_data(vs, path, parent_md)
         try:
             if metadata:
                 self._write_illegal_metadata(vs, parent_md)
-            with _creating(spec):
-                placed = made is not None and made.place_lease(
-                    self.lease_disk(vs.img_uuid, vs.vol_uuid).path)
-            if not placed:
-                self.create_lease(spec)
+            self.create_lease(spec)
             if sync_dir is not None:
                 with _creating(spec):
                     fsync_dir(sync_dir)
         except BaseException:
-            running.wait()  # its error first: the others' are often a consequence
+            data.wait()  # its error first: the others' are often a consequence
             raise
         with _creating(spec):
-            running.wait()
-            if made is not None:
-                made.place_data(path)
-            else:
-                os.chmod(path, sc.FILE_VOLUME_PERMISSIONS)
+            data.wait()
+            os.chmod(path, sc.FILE_VOLUME_PERMISSIONS)
 
     def remove_data_and_lease(self, spec: dict[str, Any]) -> None:
         self.remove_lease(spec)
@@ -385,9 +336,8 @@ class Volumes:
         _fsync(path)
         fsync_dir(path.parent)
 
-    def _start_data(self, spec: VolumeSpec, path: Path | int,
+    def _start_data(self, spec: VolumeSpec, path: Path,
                     parent: VolumeMetadata | None) -> qemuimg.Running:
-        """qemu-img creating the data at ``path``, or into the open file descriptor."""
         fmt = QEMU_FORMAT[spec.format]
         prealloc = None
         if spec.allocation == sc.PREALLOCATED:

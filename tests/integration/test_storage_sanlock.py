@@ -17,12 +17,9 @@ from pathlib import Path
 import pytest
 
 from storage import constants as sc
-from storage import tasks as tk
 from storage.domain import DomainSpec, FileStorageDomain
 from storage.locks import DomainLocks, Geometry
-from storage.sanlock_adapter import Disk, HostIdState, Sanlock
-from storage.task_store import TaskStore
-from storage.unnamed import UnnamedFile
+from storage.sanlock_adapter import HostIdState, Sanlock
 from storage.volume import Volumes, VolumeSpec
 from tests.integration.sanlock_daemon import SanlockDaemon, shared_sanlock, start_sanlock
 from vdsm_py.errors import AcquireLockFailure
@@ -30,38 +27,7 @@ from vdsm_py.errors import AcquireLockFailure
 SD = "a1b2c3d4-7777-4a1e-8a53-0d1f2c3b4a5d"
 IMG = "b2c3d4e5-8888-4b2f-9b64-1e2a3d4c5b6e"
 VOL = "c3d4e5f6-9999-4c30-8c75-2f3b4e5d6c7f"
-VOL2 = "d4e5f6a7-aaaa-4d41-9d86-304c5f6e7d80"
-TASK = "e5f6a7b8-bbbb-4e52-ae97-415d60718e91"
 GEO = Geometry(io_timeout=1)
-
-
-def run_create_task(tmp_path: Path, vols: Volumes, spec: VolumeSpec) -> None:
-    """As the SPM runs it: recorded, its first recorded step prepared ahead."""
-    (tmp_path / "msd").mkdir()
-    store = TaskStore.of_master(tmp_path / "msd")
-    task = tk.Task(id=TASK, verb="createVolume", steps=vols.create_plan(spec),
-                   state=tk.QUEUED)
-    tk.prepare(task, lambda _target: vols)  # as the task manager does with an idle worker
-    store.create(task)
-    tk.run(task, lambda _target: vols, store)
-    assert task.state == tk.FINISHED, task.message
-
-
-def test_a_lease_formatted_by_sanlock_direct_into_an_unnamed_file_is_the_daemons(
-        tmp_path, tmp_path_factory):
-    """Byte for byte what the daemon's write_resource writes at VDSM's volume lease place."""
-    first = shared_sanlock(tmp_path_factory.getbasetemp())
-    locks = DomainLocks(Sanlock(first.run_dir), SD, tmp_path, GEO)
-    by_daemon = tmp_path / "daemon.lease"
-    by_daemon.touch()
-    locks.format_lease(VOL, Disk(by_daemon, sc.VOLUME_LEASE_OFFSET))
-    unnamed = UnnamedFile.open(tmp_path, sc.FILE_VOLUME_PERMISSIONS)
-    assert unnamed is not None and unnamed.fd is not None
-    locks.start_format_lease(VOL, unnamed.fd).wait()
-    unnamed.link(tmp_path / "direct.lease")
-    unnamed.close()
-    data = (tmp_path / "direct.lease").read_bytes()
-    assert len(data) == sc.MiB and data == by_daemon.read_bytes()
 
 
 @pytest.fixture
@@ -131,12 +97,6 @@ def test_spm_and_volume_leases_are_exclusive_across_hosts(tmp_path, sanlock_pair
     Volumes(dom).create(VolumeSpec(IMG, VOL, sc.MiB, sc.COW_FORMAT, sc.SPARSE))
     vol_disk = Volumes(dom).lease_disk(IMG, VOL)
     assert sanlock.read_resource(vol_disk, align=sc.MiB, sector=512)["resource"] == VOL
-    # a create run as a task formats its lease ahead, by sanlock direct init (see below)
-    run_create_task(tmp_path, Volumes(dom), VolumeSpec(IMG, VOL2, sc.MiB, sc.COW_FORMAT,
-                                                       sc.SPARSE, parent=VOL))
-    vol2_disk = Volumes(dom).lease_disk(IMG, VOL2)
-    assert sanlock.read_resource(vol2_disk, align=sc.MiB, sector=512) == \
-        {"lockspace": SD, "resource": VOL2, "version": 0}
 
     assert locks.host_id_state(1) is HostIdState.FREE
     locks.acquire_host_id(1, wait=False)  # asynchronous, as at StoragePool.connect
@@ -146,8 +106,6 @@ def test_spm_and_volume_leases_are_exclusive_across_hosts(tmp_path, sanlock_pair
     try:
         locks.acquire(sc.SDM_LEASE_NAME, locks.spm_disk)
         locks.acquire(VOL, vol_disk)
-        locks.acquire(VOL2, vol2_disk)
-        locks.release(VOL2, vol2_disk)
         try:
             assert set(sanlock.held()) == {(SD, "SDM"), (SD, VOL)}
             assert locks.owners(sc.SDM_LEASE_NAME, locks.spm_disk) == [1]
