@@ -89,7 +89,10 @@ def wait_task(host: QemuHost, task_id: str) -> None:
     host.call("Task.clear", taskID=task_id)
 
 
-def make_storage(host: QemuHost, export: Path) -> None:
+def make_storage(host: QemuHost, tmp: Path) -> Path:
+    """A localfs data domain in ``tmp/export``, master of pool SP, with the test volume."""
+    export = tmp / "export"
+    export.mkdir()
     conn = [{"id": "c1", "connection": str(export)}]
     host.call("StoragePool.connectStorageServer", storagepoolID=BLANK, domainType=4,
               connectionParams=conn)
@@ -105,12 +108,15 @@ def make_storage(host: QemuHost, export: Path) -> None:
     wait_task(host, host.call("Volume.create", storagepoolID=SP, storagedomainID=SD,
                               imageID=IMG, volumeID=VOL, volFormat=4, preallocate=2,
                               size=str(64 << 20)))
+    return export
 
 
-def vm_holder(sanlock: SanlockDaemon, vm_id: str) -> int | None:
+def lease_holder(sanlock: SanlockDaemon, resource: str) -> int | None:
+    """The pid holding resource ``resource`` of domain SD: a VM lease is named by the vmId,
+    a volume lease by the volUUID."""
     for line in sanlock.client_status().splitlines():
         parts = line.split()
-        if parts[:1] == ["r"] and parts[1].startswith(f"{SD}:{vm_id}:"):
+        if parts[:1] == ["r"] and parts[1].startswith(f"{SD}:{resource}:"):
             return int(parts[parts.index("p") + 1])
     return None
 
@@ -142,7 +148,7 @@ def other_host(run_dir: Path, export: Path, vm_id: str) -> Iterator[None]:
         cwd=Path(__file__).resolve().parents[2])
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ACQUIRED"
-        assert vm_holder(sanlock2, vm_id) == proc.pid
+        assert lease_holder(sanlock2, vm_id) == proc.pid
         yield
     finally:
         if proc.stdin is not None:
@@ -168,7 +174,7 @@ def the_keeper(host: QemuHost, sanlock: SanlockDaemon, vm_id: str, qemu: int) ->
     (pid,) = keeper_pids(keepers_dir(host.root), vm_id)
     wait_until(lambda: (rec := record(host.root, vm_id)) is not None and rec.pid == pid
                and rec.state == "held" and rec.qemu_pid == qemu, 60, "the keeper guarding QEMU")
-    assert vm_holder(sanlock, vm_id) == pid != host.daemon.proc.pid
+    assert lease_holder(sanlock, vm_id) == pid != host.daemon.proc.pid
     return pid
 
 
@@ -196,9 +202,7 @@ def start_vm(host: QemuHost, vm_id: str, params: dict[str, Any]) -> int:
 def test_guest_boots_from_a_prepared_volume_and_its_lease_outlives_a_daemon_kill(
         storage_host, tiny_guest: guest.GuestImage, tmp_path: Path, keeper_reaper):  # noqa: F811
     host, sanlock = storage_host
-    export = tmp_path / "export"
-    export.mkdir()
-    make_storage(host, export)
+    export = make_storage(host, tmp_path)
     vm_id = str(uuid.uuid4())
     lease = {"sd_id": SD, "lease_id": vm_id}
     wait_task(host, host.call("Lease.create", lease=lease))
@@ -227,7 +231,7 @@ def test_guest_boots_from_a_prepared_volume_and_its_lease_outlives_a_daemon_kill
 
         # the daemon dies: the keeper holds the lease on for the QEMU that runs on
         kill_daemon(host)
-        assert pid_alive(qemu) and vm_holder(sanlock, vm_id) == keeper
+        assert pid_alive(qemu) and lease_holder(sanlock, vm_id) == keeper
         # restarted, it adopts the VM and the same keeper: no second keeper, no new lease
         host.daemon = start_daemon(host.root, port=host.port, env=sanlock.env)
         wait_status(host, vm_id, "Up")
@@ -238,7 +242,7 @@ def test_guest_boots_from_a_prepared_volume_and_its_lease_outlives_a_daemon_kill
         # keeper kills the QEMU it guards, so the VM does not run on without its lease
         os.kill(keeper, signal.SIGTERM)
         wait_until(lambda: not pid_alive(qemu), 60, "QEMU killed by its keeper")
-        wait_until(lambda: vm_holder(sanlock, vm_id) is None, 60, "the lease freed")
+        wait_until(lambda: lease_holder(sanlock, vm_id) is None, 60, "the lease freed")
         wait_status(host, vm_id, "Down")  # libvirt's word or the keeper's, whichever first
         log = (keepers_dir(host.root) / f"{vm_id}.log").read_text()
         assert "SIGTERM" in log and "killing the VM's QEMU" in log, log
@@ -253,7 +257,7 @@ def test_guest_boots_from_a_prepared_volume_and_its_lease_outlives_a_daemon_kill
         wait_until(lambda: not pid_alive(qemu), 60, "QEMU destroyed by the daemon")
         down = wait_status(host, vm_id, "Down")
         assert f"lease keeper {keeper} died" in down["exitMessage"], down
-        wait_until(lambda: vm_holder(sanlock, vm_id) is None, 60, "the lease freed")
+        wait_until(lambda: lease_holder(sanlock, vm_id) is None, 60, "the lease freed")
         host.call("VM.destroy", vmID=vm_id)
 
         # daemon and keeper both killed: the lease is free while QEMU runs; the restarted
@@ -262,7 +266,7 @@ def test_guest_boots_from_a_prepared_volume_and_its_lease_outlives_a_daemon_kill
         keeper = the_keeper(host, sanlock, vm_id, qemu)
         kill_daemon(host)
         os.kill(keeper, signal.SIGKILL)
-        wait_until(lambda: vm_holder(sanlock, vm_id) is None, 60, "the lease freed")
+        wait_until(lambda: lease_holder(sanlock, vm_id) is None, 60, "the lease freed")
         host.daemon = start_daemon(host.root, port=host.port, env=sanlock.env)
         wait_status(host, vm_id, "Up")
         new_keeper = wait_until(lambda: keeper_pids(keepers_dir(host.root), vm_id), 60,
@@ -273,13 +277,13 @@ def test_guest_boots_from_a_prepared_volume_and_its_lease_outlives_a_daemon_kill
         # now, so the restarted daemon's recovery destroys its own copy
         kill_daemon(host)
         os.kill(new_keeper, signal.SIGKILL)
-        wait_until(lambda: vm_holder(sanlock, vm_id) is None, 60, "the lease freed")
+        wait_until(lambda: lease_holder(sanlock, vm_id) is None, 60, "the lease freed")
         with other_host(tmp_path / "sanlock2", export, vm_id):
             host.daemon = start_daemon(host.root, port=host.port, env=sanlock.env)
             down = wait_status(host, vm_id, "Down")
             assert "held by another host" in down["exitMessage"]
             wait_until(lambda: not pid_alive(qemu), 60, "the local QEMU gone")
-            assert vm_holder(sanlock, vm_id) is None
+            assert lease_holder(sanlock, vm_id) is None
             assert keeper_pids(keepers_dir(host.root)) == []  # the refused keeper exited
         host.call("VM.destroy", vmID=vm_id)
         assert not (host.root / "run" / "storage" / SD / IMG).is_symlink()
@@ -292,16 +296,10 @@ def test_guest_boots_from_a_prepared_volume_and_its_lease_outlives_a_daemon_kill
             host.call("VM.destroy", vmID=vm_id)
 
 
-def drive_holder(sanlock: SanlockDaemon, volume: str) -> int | None:
-    return vm_holder(sanlock, volume)  # a volume lease is resource <volUUID> of the domain
-
-
 def test_an_exclusive_volume_hotplugged_into_a_guest_holds_its_lease_until_unplugged(
         storage_host, tiny_guest: guest.GuestImage, tmp_path: Path, keeper_reaper):  # noqa: F811
     host, sanlock = storage_host
-    export = tmp_path / "export"
-    export.mkdir()
-    make_storage(host, export)
+    export = make_storage(host, tmp_path)
     vm_id = str(uuid.uuid4())
     params = tiny_vm_params("hotplug", tiny_guest)
     key = f"{vm_id}.{VOL}"
@@ -330,7 +328,7 @@ def test_an_exclusive_volume_hotplugged_into_a_guest_holds_its_lease_until_unplu
         (keeper,) = keeper_pids(keepers_dir(host.root), vm_id)
         wait_until(lambda: (rec := record(host.root, key)) is not None and rec.pid == keeper
                    and rec.state == "held" and rec.qemu_pid == qemu, 60, "keeper guarding")
-        assert drive_holder(sanlock, VOL) == keeper
+        assert lease_holder(sanlock, VOL) == keeper
 
         # the daemon dies and comes back: it adopts the drive's keeper (no second one)
         kill_daemon(host)
@@ -339,7 +337,7 @@ def test_an_exclusive_volume_hotplugged_into_a_guest_holds_its_lease_until_unplu
         wait_until(lambda: b"storage.lease_keeper" in Path(f"/proc/{keeper}/cmdline")
                    .read_bytes(), 10, "the keeper alive")
         assert keeper_pids(keepers_dir(host.root), vm_id) == [keeper]
-        assert drive_holder(sanlock, VOL) == keeper
+        assert lease_holder(sanlock, VOL) == keeper
 
         # unplugged: the guest lets go, the lease and the prepared image go back
         mark = len(guest.read_console(console))
@@ -348,7 +346,7 @@ def test_an_exclusive_volume_hotplugged_into_a_guest_holds_its_lease_until_unplu
         guest.wait_for_console(console, f"{guest.MARKER_UEVENT} remove block vda", start=mark)
         xml = domain_xml(host, vm_id)
         assert xml.findall("devices/disk") == [] and xml.findall("devices/lease") == []
-        assert drive_holder(sanlock, VOL) is None
+        assert lease_holder(sanlock, VOL) is None
         assert keeper_pids(keepers_dir(host.root), vm_id) == []
         assert not prepared.is_symlink()
         assert status_of(host, vm_id)["status"] == "Up"  # the VM runs on without it
