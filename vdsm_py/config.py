@@ -32,6 +32,13 @@ class DaemonConfig:
         Path("/run/vdsm_py"), "Runtime files: the instance lock file, sockets."
     )
     log_level: str = setting("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
+    gc_refreeze_interval: float = setting(
+        600.0,
+        "Seconds between garbage-collector refreezes. Once started and recovered, the "
+        "daemon's objects are frozen out of the collector's full passes (with 1000 VMs one "
+        "pass costs ~100 ms of stalled calls); every interval they are collected once and "
+        "frozen again. 0 leaves Python's collector as it is.",
+    )
 
 
 @dataclass(frozen=True)

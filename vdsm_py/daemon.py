@@ -37,6 +37,7 @@ from vdsm_py.pki.layout import PkiPaths
 from vdsm_py.rpc.dispatch import Dispatcher
 from vdsm_py.rpc.schema import Schema
 from vdsm_py.service import sdnotify
+from vdsm_py.service.collector import CollectorSchedule
 from vdsm_py.service.instance_lock import AlreadyRunning, InstanceLock
 from vdsm_py.transport.server import StompServer
 from vdsm_py.transport.tls import ReloadableServerContext
@@ -133,6 +134,9 @@ class Daemon:
             "PLAINTEXT, INSECURE" if ssl_context is None else "mutual TLS",
         )
         await self._recover(dispatcher)
+        collector = CollectorSchedule(cfg.daemon.gc_refreeze_interval)
+        collector.start()  # what the daemon holds now lives as long as it does
+        self._cleanups.append(collector.stop)
         interval = sdnotify.watchdog_interval()
         if interval:
             task = asyncio.create_task(sdnotify.watchdog_loop(interval), name="watchdog")
