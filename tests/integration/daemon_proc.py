@@ -89,8 +89,13 @@ class DaemonProcess:
                 self.proc.wait(10)
         return self.proc.returncode
 
-    def close(self) -> None:
-        self.stop()
+    def close(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Stop the daemon (``sig`` first) and remove the notify socket and its directory.
+
+        Safe to call again, and after :meth:`stop`: a SIGKILLed daemon still leaves the
+        test's own notify directory behind unless this runs.
+        """
+        self.stop(sig)
         self.notify_sock.close()
         sock_path = Path(self.notify_sock_path)
         with contextlib.suppress(FileNotFoundError):

@@ -64,7 +64,7 @@ class DevHost:
         self.proc.proc.send_signal(signal.SIGHUP)
 
     def kill(self) -> None:
-        self.proc.stop(signal.SIGKILL)
+        self.proc.close(signal.SIGKILL)
 
     def freeze(self) -> None:
         """SIGSTOP: the process lives on (and keeps its VMs) but answers nothing."""

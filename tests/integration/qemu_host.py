@@ -60,8 +60,7 @@ class QemuHost:
 
     def restart(self, sig: signal.Signals = signal.SIGKILL) -> None:
         self._close_clients()
-        self.daemon.stop(sig)
-        self.daemon.notify_sock.close()
+        self.daemon.close(sig)
         self.daemon = start_daemon(self.root, port=self.port)
 
     def _close_clients(self) -> None:

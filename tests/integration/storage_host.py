@@ -59,8 +59,7 @@ class StorageHost:
             await self.client.close()
             self.client = None
         if self.daemon is not None:
-            self.daemon.stop(signal.SIGKILL)
-            self.daemon.close()
+            self.daemon.close(signal.SIGKILL)
             self.daemon = None
 
     async def close(self) -> None:

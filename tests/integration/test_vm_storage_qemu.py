@@ -179,8 +179,7 @@ def the_keeper(host: QemuHost, sanlock: SanlockDaemon, vm_id: str, qemu: int) ->
 
 
 def kill_daemon(host: QemuHost) -> None:
-    host.daemon.stop(signal.SIGKILL)
-    host.daemon.notify_sock.close()
+    host.daemon.close(signal.SIGKILL)
 
 
 def domain_gone(host: QemuHost, vm_id: str) -> bool:
