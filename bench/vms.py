@@ -16,7 +16,9 @@ Figures (the last line printed is one JSON object):
 - ``create_overhead_ratio``: N VM.create calls (``xml`` form) sent at once to the daemon,
   until every VM was announced running (VM_status event, watched by a separate process so
   that decoding events does not slow the sending client), divided by N raw
-  ``createXML`` of equal XMLs in this process on an identical test-driver state;
+  ``createXML`` of equal XMLs in this process on an identical test-driver state; the two
+  batches alternate ``--rounds`` times (the machine is shared: a burst of load hits one
+  round, not one side) and the figure is the median of the rounds' ratios;
   ``create_latency_ratio`` is the same one VM at a time (VM.create sent → its running
   event, vs one raw createXML); ``create_daemon_cpu_ms`` / ``create_raw_cpu_ms``: CPU time
   per create of the whole daemon process during the concurrent batch vs of the raw loop
@@ -27,7 +29,7 @@ Figures (the last line printed is one JSON object):
 - ``status_event_ms``: p50 from sending VM.pause to receiving the Paused VM_status event
   (an upper bound of the libvirt event → VM_status delay).
 
-    .venv/bin/python bench/vms.py [--vms 1000] [--calls 200] [--creates 200]
+    .venv/bin/python bench/vms.py [--vms 1000] [--calls 200] [--creates 200] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -321,6 +323,8 @@ async def main() -> None:
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--creates", type=int, default=200)
     ap.add_argument("--events", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="alternating daemon/raw create batches (median ratio)")
     args = ap.parse_args()
     ensure_event_loop()
     work = Path(tempfile.mkdtemp(prefix="bench-vms-"))
@@ -332,8 +336,7 @@ async def main() -> None:
 
     first = start_daemon(root, port=port, wait=False)
     first.wait_ready(120)
-    first.stop(signal.SIGKILL)
-    first.notify_sock.close()
+    first.close(signal.SIGKILL)
     spawned = time.monotonic()
     daemon = start_daemon(root, port=port, wait=False)
     try:
@@ -349,21 +352,30 @@ async def main() -> None:
 
         starts = Starts(daemon)
         await starts.start()
-        batch = [vm_xml(i, "new") for i in range(args.creates)]
-        cpu_before = cpu_seconds(daemon.pid)
-        daemon_concurrent = await creates(client, starts, batch, concurrent=True)
-        daemon_cpu = cpu_seconds(daemon.pid) - cpu_before
-        raw, raw_cpu = await asyncio.to_thread(raw_creates, uri, [
-            vm_xml(i, "raw") for i in range(args.creates)])
+        rounds = []  # (daemon batch s, daemon CPU s, raw batch s, raw CPU s)
+        for r in range(args.rounds):
+            batch = [vm_xml(i, f"new{r}") for i in range(args.creates)]
+            cpu_before = cpu_seconds(daemon.pid)
+            took = await creates(client, starts, batch, concurrent=True)
+            took_cpu = cpu_seconds(daemon.pid) - cpu_before
+            rounds.append((took, took_cpu, *await asyncio.to_thread(raw_creates, uri, [
+                vm_xml(i, f"raw{r}") for i in range(args.creates)])))
+        ratios = [took / raw for took, _, raw, _ in rounds]
+        daemon_concurrent, daemon_cpu, raw, raw_cpu = (
+            statistics.median(column) for column in zip(*rounds))
         single = [vm_xml(i, "one") for i in range(min(args.creates, 50))]
         daemon_serial = await creates(client, starts, single, concurrent=False)
         starts.stop()
         raw_serial, _ = await asyncio.to_thread(raw_creates, uri, [
             vm_xml(i, "rawone") for i in range(len(single))])
-        ratio = daemon_concurrent / raw
+        ratio = statistics.median(ratios)
         latency_ratio = (daemon_serial / len(single)) / (raw_serial / len(single))
+        print(f"VM.create x{args.creates} at once, {args.rounds} rounds: ratios "
+              f"{', '.join(f'{r:.2f}' for r in ratios)} (daemon ms "
+              f"{', '.join(f'{d * 1000:.0f}' for d, _, _, _ in rounds)}; raw ms "
+              f"{', '.join(f'{w * 1000:.0f}' for _, _, w, _ in rounds)})", flush=True)
         print(f"VM.create x{args.creates} at once {daemon_concurrent * 1000:.0f} ms vs raw "
-              f"createXML {raw * 1000:.0f} ms: ratio {ratio:.2f}; one at a time "
+              f"createXML {raw * 1000:.0f} ms (medians): ratio {ratio:.2f}; one at a time "
               f"{daemon_serial / len(single) * 1000:.2f} ms vs "
               f"{raw_serial / len(single) * 1000:.2f} ms", flush=True)
         print(f"CPU per create: daemon {daemon_cpu / args.creates * 1000:.2f} ms (all its "
