@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage import constants as sc
+from storage.lease_records import free_lease_head
 from storage.sanlock_adapter import Disk, HostIdState, Sanlock
 
 log = logging.getLogger("vdsm_py.storage.locks")
@@ -61,6 +62,12 @@ class DomainLocks:
 
     def format_lease(self, name: str, disk: Disk) -> None:
         self.sanlock.write_resource(self.sd_uuid, name, disk, **self._fmt())
+
+    def free_lease_head(self, name: str) -> bytes:
+        """What :meth:`format_lease` writes first, for a file we write ourselves
+        (:mod:`storage.lease_records`; the rest of the lease, ``geometry.alignment`` bytes in
+        all, is zeros). ValueError for a geometry or a name sanlock would refuse."""
+        return free_lease_head(self.sd_uuid, name, **self._fmt())
 
     # -- host id ------------------------------------------------------------------------
 

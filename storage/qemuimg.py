@@ -89,13 +89,14 @@ class Running:
     """A started qemu-img; :meth:`wait` collects its end (started and waited for by the
     same caller, so the caller can do other work meanwhile)."""
 
-    def __init__(self, argv: list[str], error: type[StorageError], timeout: float) -> None:
+    def __init__(self, argv: list[str], error: type[StorageError], timeout: float,
+                 pass_fds: tuple[int, ...] = ()) -> None:
         log.debug("running %s", argv)
         self.argv, self.error, self.timeout = argv, error, timeout
         self.deadline = time.monotonic() + timeout
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, text=True)
+                                         stderr=subprocess.PIPE, text=True, pass_fds=pass_fds)
         except OSError as exc:
             raise error(f"cannot run qemu-img: {exc.strerror}") from None
 
@@ -116,6 +117,12 @@ class Running:
         if self.proc.returncode != 0:
             _raise_failure(self.argv, self.proc.returncode, stderr, self.error)
         return stdout
+
+    def kill(self) -> None:
+        """Stop it if it still runs and collect it (its outcome no longer matters)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
 
 
 def _run(argv: list[str], error: type[StorageError], timeout: float) -> str:
@@ -192,7 +199,7 @@ def create(path: Path, fmt: str, size: int, *, error: type[StorageError] = QemuI
 
 
 def start_create(
-    path: Path,
+    path: Path | int,
     fmt: str,
     size: int,
     *,
@@ -202,11 +209,16 @@ def start_create(
     error: type[StorageError] = QemuImgFailed,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> Running:
-    """:func:`create`, started: the caller must ``wait()`` for it (most of a create is
-    qemu-img's own start-up, which the caller's other work can overlap)."""
-    return Running(_create_argv(path, fmt, size, backing=backing,
+    """:func:`create`, started: the caller must ``wait()`` (or ``kill()``) it (most of a
+    create is qemu-img's own start-up, which the caller's other work can overlap).
+
+    ``path`` may be an open file descriptor (e.g. of an unnamed ``O_TMPFILE`` file):
+    qemu-img then writes the image into that file, reached as ``/proc/self/fd/<fd>``."""
+    fds = (path,) if isinstance(path, int) else ()
+    target = Path(f"/proc/self/fd/{path}") if isinstance(path, int) else path
+    return Running(_create_argv(target, fmt, size, backing=backing,
                                 backing_format=backing_format, preallocation=preallocation),
-                   error, timeout)
+                   error, timeout, pass_fds=fds)
 
 
 def _create_argv(path: Path, fmt: str, size: int, *, backing: str | None = None,

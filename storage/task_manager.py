@@ -19,6 +19,13 @@ the text ``fail`` makes the step fail (injected fault).
 When a task ends (its end record durable), ``on_done(task)`` is called from the worker
 thread that ran it: the service publishes it as an event, so clients need not poll.
 
+Head start: when a worker is idle (the task will start at once), ``schedule`` also starts
+the volatile part of the task's first recorded step (:func:`storage.tasks.prepare`, e.g.
+qemu-img into an unnamed file) before it returns, so it runs while the id is answered, the
+worker takes the task and its record syncs. Never more than one per idle worker; a task
+that has to wait for a worker gets none (the host is busy: what a head start costs in CPU
+would only slow the others).
+
 Blocking parts (persisting, recovery) run from the executor. Must not know volumes.
 """
 
@@ -78,6 +85,8 @@ class TaskManager:
         self._lock = threading.Lock()
         self._resources: dict[str, threading.Lock] = {}
         self._queue: queue.Queue[tk.Task | None] = queue.Queue()
+        self._idle = 0  # workers waiting for a task
+        self._starting = 0  # tasks given a head start, not queued yet
         self._threads = [threading.Thread(target=self._work, name=f"task/{i}", daemon=True)
                          for i in range(workers)]
         for thread in self._threads:
@@ -97,23 +106,40 @@ class TaskManager:
             if len(self.unfinished()) >= self.max_tasks:
                 raise AddTaskError(f"too many unfinished tasks ({self.max_tasks})")
             self._tasks[task.id] = task
+            ahead = self._idle > self._queue.qsize() + self._starting
+            self._starting += ahead
         try:
+            if ahead:
+                tk.prepare(task, self.resolve)
             self.store.create(task)
         except BaseException:
+            tk.discard_prepared(task)
             with self._lock:
                 self._tasks.pop(task.id, None)
+                self._starting -= ahead
             raise
         log.info("task %s (%s) scheduled: %d steps, resources %s", task.id, verb, len(steps),
                  ",".join(task.resources))
         self._queue.put(task)
+        with self._lock:
+            self._starting -= ahead
         return task.id
 
     def _resource_locks(self, names: tuple[str, ...]) -> list[threading.Lock]:
         with self._lock:
             return [self._resources.setdefault(n, threading.Lock()) for n in names]
 
+    def _take(self) -> tk.Task | None:
+        with self._lock:
+            self._idle += 1
+        try:
+            return self._queue.get()
+        finally:
+            with self._lock:
+                self._idle -= 1
+
     def _work(self) -> None:
-        while (task := self._queue.get()) is not None:
+        while (task := self._take()) is not None:
             locks = self._resource_locks(task.resources)  # sorted names: no lock-order cycle
             for lock in locks:
                 lock.acquire()

@@ -25,7 +25,9 @@ is enough:
 - A durable block makes every earlier one durable (fdatasync flushes the whole file), and
   torn blocks can only be non-durable ones at the tail, so a loaded record is always a state
   the task really went through.
-- No step that touches storage runs before (2) is durable. A record still ``queued`` (or a
+- No step that touches storage runs before (2) is durable (a step's preparer may run
+  before it, but it only makes unnamed files, which a crash or a power loss takes away:
+  see :mod:`storage.unnamed`). A record still ``queued`` (or a
   directory without a valid block 0: only possible after a power loss before (2)) therefore
   belongs to a task that changed nothing: it ends aborted (411) with nothing undone, or its
   directory is dropped (after a power loss such a task may thus be unknown, 401, to the next

@@ -22,6 +22,15 @@ unfinished task back - undoing every step before the point of no return, so an u
 tolerate its step never having run or having run half way - or forward past it. A step's
 own storage writes must be durable by the time the task ends.
 
+A target class may also list, in ``STEP_PREPARES``, a *preparer* of a step: the task's
+owner may call :func:`prepare` before running the task (the task manager does when a worker
+is idle), and ``prepare_<action>(**args)`` of the task's first recorded step then starts
+the volatile part of that step (work that leaves nothing a crash could find, e.g. qemu-img
+writing into an unnamed file), so that it runs while the record syncs; it returns a handle
+with ``discard()``, or None. The step takes its handle with
+``current_step().take_prepared()`` (None: it does all itself, as after a restart); a handle
+not taken is discarded when the task ends.
+
 Blocking (the steps do storage I/O): run from task worker threads. Must not know volumes,
 pools or the layout of the persisted records (see :mod:`storage.task_store`).
 """
@@ -93,6 +102,13 @@ def call(resolve: Resolver, target: str, method: str, args: Mapping[str, Any]) -
     return getattr(obj, method)(**args)
 
 
+class Prepared(Protocol):
+    """What a step's preparer started (see the module docstring)."""
+
+    def discard(self) -> None:
+        """Stop it and free it; nothing it made survives (idempotent)."""
+
+
 class Store(Protocol):
     """Where a task's progress is persisted (see :class:`storage.task_store.TaskStore`)."""
 
@@ -113,6 +129,7 @@ class Task:
     message: str = "Task is initializing"
     result: str = ""
     # not persisted
+    prepared: dict[int, Prepared] = field(default_factory=dict, repr=False)
     stop_requested: bool = False
     progress: float = 0.0
     error: BaseException | None = None
@@ -140,6 +157,11 @@ class StepContext:
 
     def __init__(self, task: Task | None = None) -> None:
         self.task = task
+        self.index = -1  # the step running
+
+    def take_prepared(self) -> Prepared | None:
+        """The running step's prepared part (see the module docstring), now its own."""
+        return self.task.prepared.pop(self.index, None) if self.task is not None else None
 
     def progress(self, percent: float) -> None:
         if self.task is not None:
@@ -189,6 +211,39 @@ def _needs_record(task: Task, index: int) -> bool:
     return step.undo is not None and not any(s.recorded for s in task.steps[:index])
 
 
+def _first_record_index(task: Task) -> int | None:
+    """The step before which the task's first durable record is written."""
+    return next((i for i in range(len(task.steps)) if _needs_record(task, i)), None)
+
+
+def prepare(task: Task, resolve: Resolver) -> None:
+    """Start the volatile part of the task's first recorded step if its target lists a
+    preparer. Never raises: a preparer that fails leaves the step to do all its work."""
+    index = _first_record_index(task)
+    if index is None or index in task.prepared:
+        return
+    step = task.steps[index]
+    try:
+        obj = resolve(step.target)
+        method = getattr(type(obj), "STEP_PREPARES", {}).get(step.action)
+        handle = getattr(obj, method)(**step.args) if method else None
+    except Exception as exc:  # noqa: BLE001 - the step does it all itself then
+        log.info("task %s: cannot prepare step %d (%s): %s", task.id, index, step.action, exc)
+        return
+    if handle is not None:
+        task.prepared[index] = handle
+
+
+def discard_prepared(task: Task) -> None:
+    """Discard what was prepared and not taken by its step."""
+    while task.prepared:
+        _, handle = task.prepared.popitem()
+        try:
+            handle.discard()
+        except Exception:  # the others are still discarded
+            log.exception("task %s: cannot discard a prepared step", task.id)
+
+
 def _fail_with(task: Task, exc: BaseException) -> None:
     task.error = exc
     task.code = exc.code if isinstance(exc, VdsmError) else 100
@@ -211,14 +266,17 @@ def _run_step(task: Task, index: int, resolve: Resolver, store: Store | None,
 
 def _run_from(task: Task, first: int, resolve: Resolver, store: Store | None,
               hook: Hook | None) -> None:
-    token = _current.set(StepContext(task))
+    context = StepContext(task)
+    token = _current.set(context)
     try:
         for index in range(first, len(task.steps)):
             if task.stop_requested and not task.committed():
                 raise ActionStopped(f"task {task.id} was stopped")
+            context.index = index
             _run_step(task, index, resolve, store, hook)
     finally:
         _current.reset(token)
+        discard_prepared(task)
 
 
 def roll_back(task: Task, resolve: Resolver, store: Store | None) -> None:

@@ -8,9 +8,11 @@ this thread by :meth:`Volumes.create` & co. (undone in memory on failure). A new
 written ILLEGAL and turned LEGAL only as the last step, so a crash mid-create leaves a
 volume that no VM will use, and recovery removes it. The files are made in one step
 (``create_volume_files``: qemu-img started first; the ILLEGAL ``.meta``, the lease and the
-sync of a new image directory's entry in ``images/`` done while it runs) and the final LEGAL
+sync of a new image directory's entry in ``images/`` done while it runs; in a task, qemu-img
+is started and the lease written ahead by ``prepare_volume_files``, into unnamed files that
+the step syncs and links into place) and the final LEGAL
 write is durable (``.meta`` and image directory fsync'd) and makes the whole volume durable
-with it (qemu-img syncs the data, sanlock writes the lease synchronously), so a task never
+with it (qemu-img syncs the data, the lease is fsync'd), so a task never
 ends with a volume a power loss could take away. Until the task records its end, any crash
 rolls a create back (it has no point of no return), whatever state its files are in.
 Deletion marks the volume ILLEGAL (undoable), then removes it (only ever completed).
@@ -29,6 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from storage import constants as sc
@@ -36,7 +39,8 @@ from storage import qemuimg
 from storage.domain import FileStorageDomain
 from storage.metadata import VolumeMetadata, fsync_dir, write_atomically
 from storage.sanlock_adapter import Disk
-from storage.tasks import Step, run_inline
+from storage.tasks import Step, current_step, run_inline
+from storage.unnamed import UnnamedFile, UnnamedVolume
 from vdsm_py.errors import (
     CannotDeleteVolume,
     ImageDoesNotExistInSD,
@@ -141,6 +145,7 @@ class Volumes:
         "check_delete", "mark_illegal", "restore_legality", "remove_volume",
         "check_extend", "acquire_lease", "release_lease", "resize_data", "set_capacity",
     })
+    STEP_PREPARES = MappingProxyType({"create_volume_files": "prepare_volume_files"})
 
     @property
     def target(self) -> str:
@@ -208,6 +213,39 @@ class Volumes:
             if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY):
                 raise
 
+    def prepare_volume_files(self, spec: dict[str, Any]) -> UnnamedVolume | None:
+        """Preparer of :meth:`create_volume_files` (see :mod:`storage.tasks`): qemu-img
+        started, and the lease written free (:mod:`storage.lease_records`; left to sanlock
+        where that fails), into unnamed files of ``images/`` (:mod:`storage.unnamed`) that
+        only the step links into place; None where unnamed files are not supported."""
+        vs = VolumeSpec(**spec)
+        parent_md = self._parent_metadata(vs)
+        with _creating(spec):
+            data = UnnamedFile.open(self.domain.images_dir, sc.FILE_VOLUME_PERMISSIONS)
+        if data is None:
+            return None
+        try:
+            assert data.fd is not None
+            made = UnnamedVolume(data, self._start_data(vs, data.fd, parent_md))
+        except BaseException:
+            data.close()
+            raise
+        locks = self.domain.locks
+        if locks is not None:
+            lease = None
+            try:
+                head = locks.free_lease_head(vs.vol_uuid)
+                lease = UnnamedFile.open(self.domain.images_dir, sc.FILE_VOLUME_PERMISSIONS)
+                if lease is not None:
+                    lease.write_lease(head, locks.geometry.alignment)
+                made.lease, lease = lease, None
+            except (OSError, ValueError) as exc:
+                log.info("volume %s: lease to be formatted by sanlock: %s", vs.vol_uuid, exc)
+            finally:
+                if lease is not None:
+                    lease.close()
+        return made
+
     def create_volume_files(self, spec: dict[str, Any]) -> None:
         """The image directory, then the volume's three files at once (ILLEGAL ``.meta``).
 
@@ -215,15 +253,22 @@ class Volumes:
         directory's entry in ``images/``, the lease (written synchronously by sanlock, then
         fsync'd). qemu-img syncs the data it writes; the LEGAL write that ends the plan
         (:meth:`set_legal`) makes the ``.meta`` and the entries of the image directory
-        durable."""
-        new_dir = True
-        with _creating(spec):
-            try:
-                self.domain.image_dir(spec["img_uuid"]).mkdir(mode=0o755)
-            except FileExistsError:
-                new_dir = False
-        self._make_files(spec, metadata=True,
-                         sync_dir=self.domain.images_dir if new_dir else None)
+        durable. The data may have been started by :meth:`prepare_volume_files` before the
+        task's record: it is linked into place once qemu-img is done."""
+        prepared = current_step().take_prepared()
+        try:
+            new_dir = True
+            with _creating(spec):
+                try:
+                    self.domain.image_dir(spec["img_uuid"]).mkdir(mode=0o755)
+                except FileExistsError:
+                    new_dir = False
+            self._make_files(spec, metadata=True,
+                             sync_dir=self.domain.images_dir if new_dir else None,
+                             made=prepared if isinstance(prepared, UnnamedVolume) else None)
+        finally:
+            if prepared is not None:
+                prepared.discard()  # after place_data(): only closes what is left
 
     def remove_volume_files(self, spec: dict[str, Any]) -> None:
         """Undo of :meth:`create_volume_files`: whatever of it exists, and the image
@@ -280,28 +325,36 @@ class Volumes:
         self._make_files(spec, metadata=False)
 
     def _make_files(self, spec: dict[str, Any], *, metadata: bool,
-                    sync_dir: Path | None = None) -> None:
-        """qemu-img is started first (its own start-up is most of its time); the ILLEGAL
-        ``.meta`` (if asked) and the lease (1 MiB written by sanlock's daemon, as long as
-        the image) are made while it runs, in this thread, and ``sync_dir`` is fsync'd."""
+                    sync_dir: Path | None = None, made: UnnamedVolume | None = None) -> None:
+        """qemu-img is started first (its own start-up is most of its time) unless ``made``
+        has it, and maybe the lease, already under way into unnamed files; the ILLEGAL
+        ``.meta`` (if asked) and the lease (synced and linked, or 1 MiB written by sanlock's
+        daemon) are made while it runs, in this thread, and ``sync_dir`` is fsync'd."""
         vs = VolumeSpec(**spec)
         parent_md = self._parent_metadata(vs)
         path = self.path(vs.img_uuid, vs.vol_uuid)
         with _creating(spec):
-            data = self._start_data(vs, path, parent_md)
+            running = made.running if made else self._start_data(vs, path, parent_md)
         try:
             if metadata:
                 self._write_illegal_metadata(vs, parent_md)
-            self.create_lease(spec)
+            with _creating(spec):
+                placed = made is not None and made.place_lease(
+                    self.lease_disk(vs.img_uuid, vs.vol_uuid).path)
+            if not placed:
+                self.create_lease(spec)
             if sync_dir is not None:
                 with _creating(spec):
                     fsync_dir(sync_dir)
         except BaseException:
-            data.wait()  # its error first: the others' are often a consequence
+            running.wait()  # its error first: the others' are often a consequence
             raise
         with _creating(spec):
-            data.wait()
-            os.chmod(path, sc.FILE_VOLUME_PERMISSIONS)
+            running.wait()
+            if made is not None:
+                made.place_data(path)
+            else:
+                os.chmod(path, sc.FILE_VOLUME_PERMISSIONS)
 
     def remove_data_and_lease(self, spec: dict[str, Any]) -> None:
         self.remove_lease(spec)
@@ -336,8 +389,9 @@ class Volumes:
         _fsync(path)
         fsync_dir(path.parent)
 
-    def _start_data(self, spec: VolumeSpec, path: Path,
+    def _start_data(self, spec: VolumeSpec, path: Path | int,
                     parent: VolumeMetadata | None) -> qemuimg.Running:
+        """qemu-img creating the data at ``path``, or into the open file descriptor."""
         fmt = QEMU_FORMAT[spec.format]
         prealloc = None
         if spec.allocation == sc.PREALLOCATED:

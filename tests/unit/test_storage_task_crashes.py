@@ -52,8 +52,12 @@ def crash_before(action: str, n: int | None = None) -> tk.Hook:
 
 
 def run_until_crash(store: TaskStore, steps: list[tk.Step], resolve: tk.Resolver,
-                    hook: tk.Hook | None = None) -> tk.Task:
+                    hook: tk.Hook | None = None, *, prepared: bool = False) -> tk.Task:
+    """Run until it ends or crashes; ``prepared``: given a head start (tasks.prepare) first,
+    as the task manager does with an idle worker."""
     task = tk.Task(id=TASK_ID, verb="testVerb", steps=steps, state=tk.QUEUED)
+    if prepared:
+        tk.prepare(task, resolve)
     store.create(task)
     try:
         tk.run(task, resolve, store, hook)
