@@ -49,6 +49,7 @@ import time
 import uuid
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -261,6 +262,15 @@ async def creates(client: Client, starts: Starts, xmls: list[tuple[str, str]],
     return max(starts.started[vm_id] for vm_id, _ in xmls) - t
 
 
+class Round(NamedTuple):
+    """One round of the create figure: the daemon's batch, then as many raw createXML."""
+
+    daemon_s: float  # first VM.create sent -> last VM announced running
+    daemon_cpu_s: float  # the daemon process's CPU meanwhile
+    raw_s: float
+    raw_cpu_s: float
+
+
 def raw_creates(uri: str, xmls: list[tuple[str, str]]) -> tuple[float, float]:
     """Seconds of wall time and of this thread's CPU time for the createXML calls."""
     conn = libvirt.open(uri)
@@ -355,28 +365,28 @@ async def main() -> None:
 
         starts = Starts(daemon)
         await starts.start()
-        rounds = []  # (daemon batch s, daemon CPU s, raw batch s, raw CPU s)
+        rounds: list[Round] = []
         for r in range(args.rounds):
             batch = [vm_xml(i, f"new{r}") for i in range(args.creates)]
             cpu_before = cpu_seconds(daemon.pid)
             took = await creates(client, starts, batch, concurrent=True)
             took_cpu = cpu_seconds(daemon.pid) - cpu_before
-            rounds.append((took, took_cpu, *await asyncio.to_thread(raw_creates, uri, [
+            rounds.append(Round(took, took_cpu, *await asyncio.to_thread(raw_creates, uri, [
                 vm_xml(i, f"raw{r}") for i in range(args.creates)])))
-        ratios = [took / raw for took, _, raw, _ in rounds]
-        daemon_concurrent, daemon_cpu, raw, raw_cpu = (
-            statistics.median(column) for column in zip(*rounds))
+        ratios = [r.daemon_s / r.raw_s for r in rounds]
+        daemon_concurrent, daemon_cpu, raw, raw_cpu = Round(
+            *(statistics.median(column) for column in zip(*rounds)))
         single = [vm_xml(i, "one") for i in range(min(args.creates, 50))]
         daemon_serial = await creates(client, starts, single, concurrent=False)
         starts.stop()
         raw_serial, _ = await asyncio.to_thread(raw_creates, uri, [
             vm_xml(i, "rawone") for i in range(len(single))])
         ratio = statistics.median(ratios)
-        latency_ratio = (daemon_serial / len(single)) / (raw_serial / len(single))
+        latency_ratio = daemon_serial / raw_serial
         print(f"VM.create x{args.creates} at once, {args.rounds} rounds: ratios "
               f"{', '.join(f'{r:.2f}' for r in ratios)} (daemon ms "
-              f"{', '.join(f'{d * 1000:.0f}' for d, _, _, _ in rounds)}; raw ms "
-              f"{', '.join(f'{w * 1000:.0f}' for _, _, w, _ in rounds)})", flush=True)
+              f"{', '.join(f'{r.daemon_s * 1000:.0f}' for r in rounds)}; raw ms "
+              f"{', '.join(f'{r.raw_s * 1000:.0f}' for r in rounds)})", flush=True)
         print(f"VM.create x{args.creates} at once {daemon_concurrent * 1000:.0f} ms vs raw "
               f"createXML {raw * 1000:.0f} ms (medians): ratio {ratio:.2f}; one at a time "
               f"{daemon_serial / len(single) * 1000:.2f} ms vs "

@@ -36,6 +36,9 @@ LEADER = struct.Struct("<IIIIQQQQQ48s48sQQIHHQQQ")
 CHECKSUM_FIELD = 13
 # magic, version, lver, force_mode
 REQUEST = struct.Struct("<IIQI")
+# sanlock writes its request record as the C struct: 4 bytes of padding after these fields,
+# which it never reads (and leaves uninitialised); zeros here
+REQUEST_STRUCT_SIZE = 24
 
 # (sector size, alignment) -> hosts a lease has room for; the geometries sanlock accepts
 MAX_HOSTS = {

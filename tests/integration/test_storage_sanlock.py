@@ -54,7 +54,7 @@ def run_create_task(tmp_path: Path, vols: Volumes, spec: VolumeSpec) -> None:
 # never reads them: a daemon that has served acquisitions leaves there e.g. the high half of
 # a pointer (a7 7f 00 00), so they differ from a fresh writer's (zeros in ours).
 def request_padding(sector: int) -> range:
-    return range(sector + lease_records.REQUEST.size, sector + 24)
+    return range(sector + lease_records.REQUEST.size, sector + lease_records.REQUEST_STRUCT_SIZE)
 
 
 def without_request_padding(lease: bytes, sector: int) -> bytes:
