@@ -26,6 +26,12 @@ Figures (the last line printed is one JSON object):
   work per create — RPC, XML, events — weighs as much as libvirt's);
   ``create_vm_layer_ratio``: the concurrent batch again, but VmManager.create called in this
   process (no TLS, JSON-RPC or client), against raw createXML: what the VM layer alone adds;
+- ``create_floor_ratio``: the concurrent batch, in the same rounds, against a second daemon
+  whose VM.create is cut down to what every create must do (``bench/floor_vmcreate.py``:
+  the request over RPC, one worker-pool createXML, the Powering up event), divided by raw
+  createXML: the price of any create over RPC on this machine, the floor under
+  ``create_overhead_ratio``; ``create_vs_floor_ratio`` (daemon / floor) is what the VM
+  layer adds above that floor;
 - ``status_event_ms``: p50 from sending VM.pause to receiving the Paused VM_status event
   (an upper bound of the libvirt event → VM_status delay).
 
@@ -107,7 +113,7 @@ def write_state(path: Path, n: int) -> str:
     return f"test://{path}"
 
 
-def configure(root: Path, port: int, uri: str) -> None:
+def configure(root: Path, port: int, uri: str, stats_interval: int = 2) -> None:
     devhost.prepare(root, port)
     conf = root / devhost.CONF_NAME
     parser = configparser.ConfigParser(interpolation=None)
@@ -117,7 +123,7 @@ def configure(root: Path, port: int, uri: str) -> None:
     # stats every 2 s (not 15) so the stats round trips see rates soon after recovery; the
     # powering-up timeout keeps its default (60 s): with 1 s, the Up events of one create
     # round landed in the middle of the next, and they are no part of a VM.create
-    for key, value in {"libvirt_uri": uri, "stats_interval": "2",
+    for key, value in {"libvirt_uri": uri, "stats_interval": str(stats_interval),
                        "guest_agent_interval": "0"}.items():
         parser.set("virt", key, value)
     parser.set("daemon", "log_level", "WARNING")
@@ -263,10 +269,12 @@ async def creates(client: Client, starts: Starts, xmls: list[tuple[str, str]],
 
 
 class Round(NamedTuple):
-    """One round of the create figure: the daemon's batch, then as many raw createXML."""
+    """One round of the create figure: the daemon's batch, the floor daemon's, then as
+    many raw createXML."""
 
     daemon_s: float  # first VM.create sent -> last VM announced running
     daemon_cpu_s: float  # the daemon process's CPU meanwhile
+    floor_s: float  # the same against the floor daemon (bench/floor_vmcreate.py)
     raw_s: float
     raw_cpu_s: float
 
@@ -365,17 +373,34 @@ async def main() -> None:
 
         starts = Starts(daemon)
         await starts.start()
-        rounds: list[Round] = []
-        for r in range(args.rounds):
-            batch = [vm_xml(i, f"new{r}") for i in range(args.creates)]
-            cpu_before = cpu_seconds(daemon.pid)
-            took = await creates(client, starts, batch, concurrent=True)
-            took_cpu = cpu_seconds(daemon.pid) - cpu_before
-            rounds.append(Round(took, took_cpu, *await asyncio.to_thread(raw_creates, uri, [
-                vm_xml(i, f"raw{r}") for i in range(args.creates)])))
+        floor_root = work / "floor"
+        configure(floor_root, free_port(), uri, stats_interval=3600)
+        floor = start_daemon(floor_root, port=free_port(), wait=False,
+                             program=[str(REPO / "bench" / "floor_vmcreate.py")])
+        try:
+            floor.wait_ready(120)
+            floor_client = await connect(floor)
+            floor_starts = Starts(floor)
+            await floor_starts.start()
+            rounds: list[Round] = []
+            for r in range(args.rounds):
+                batch = [vm_xml(i, f"new{r}") for i in range(args.creates)]
+                cpu_before = cpu_seconds(daemon.pid)
+                took = await creates(client, starts, batch, concurrent=True)
+                took_cpu = cpu_seconds(daemon.pid) - cpu_before
+                floor_took = await creates(floor_client, floor_starts, [
+                    vm_xml(i, f"floor{r}") for i in range(args.creates)], concurrent=True)
+                rounds.append(Round(took, took_cpu, floor_took, *await asyncio.to_thread(
+                    raw_creates, uri, [vm_xml(i, f"raw{r}") for i in range(args.creates)])))
+            floor_starts.stop()
+            await floor_client.close()
+        finally:
+            floor.close()
         ratios = [r.daemon_s / r.raw_s for r in rounds]
-        daemon_concurrent, daemon_cpu, raw, raw_cpu = Round(
+        daemon_concurrent, daemon_cpu, floor_concurrent, raw, raw_cpu = Round(
             *(statistics.median(column) for column in zip(*rounds)))
+        floor_ratio = statistics.median(r.floor_s / r.raw_s for r in rounds)
+        vs_floor = statistics.median(r.daemon_s / r.floor_s for r in rounds)
         single = [vm_xml(i, "one") for i in range(min(args.creates, 50))]
         daemon_serial = await creates(client, starts, single, concurrent=False)
         starts.stop()
@@ -391,6 +416,10 @@ async def main() -> None:
               f"createXML {raw * 1000:.0f} ms (medians): ratio {ratio:.2f}; one at a time "
               f"{daemon_serial / len(single) * 1000:.2f} ms vs "
               f"{raw_serial / len(single) * 1000:.2f} ms", flush=True)
+        print(f"floor daemon (bench/floor_vmcreate.py) ms "
+              f"{', '.join(f'{r.floor_s * 1000:.0f}' for r in rounds)} (median "
+              f"{floor_concurrent * 1000:.0f}): floor/raw "
+              f"{floor_ratio:.2f}, daemon/floor {vs_floor:.2f} (medians of rounds)", flush=True)
         print(f"CPU per create: daemon {daemon_cpu / args.creates * 1000:.2f} ms (all its "
               f"threads, RPC included) vs raw createXML {raw_cpu / args.creates * 1000:.2f} ms",
               flush=True)
@@ -417,6 +446,8 @@ async def main() -> None:
         "create_daemon_cpu_ms": round(daemon_cpu / args.creates * 1000, 3),
         "create_raw_cpu_ms": round(raw_cpu / args.creates * 1000, 3),
         "create_vm_layer_ratio": round(layer / layer_raw, 2),
+        "create_floor_ratio": round(floor_ratio, 2),
+        "create_vs_floor_ratio": round(vs_floor, 2),
         "status_event_ms": round(statistics.median(events), 2),
     }
     print(json.dumps(result), flush=True)

@@ -111,8 +111,13 @@ def start_daemon(
     extra_args: list[str] | None = None,
     env: dict[str, str] | None = None,
     wait: bool = True,
+    program: list[str] | None = None,
 ) -> DaemonProcess:
-    """Start ``vdsmd --dev root``; with ``wait``, return once it notified READY=1."""
+    """Start ``vdsmd --dev root``; with ``wait``, return once it notified READY=1.
+
+    ``program`` replaces ``-m vdsm_py.cli.vdsmd`` (a script taking vdsmd's arguments, such
+    as the benchmark's cut-down daemon).
+    """
     root.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     sock_dir = Path(tempfile.mkdtemp(prefix="vdsmd-notify-"))
@@ -124,7 +129,7 @@ def start_daemon(
     full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "vdsm_py.cli.vdsmd", "--dev", str(root),
+            [sys.executable, *(program or ["-m", "vdsm_py.cli.vdsmd"]), "--dev", str(root),
              "--port", str(port), *(extra_args or [])],
             stdout=log_file, stderr=log_file, env=full_env, cwd=REPO,
         )
