@@ -22,6 +22,7 @@ from tests.integration.virt_support import (
 )
 from vdsm_py.config import VirtConfig
 from vdsm_py.hooks import HookRunner
+from vdsm_py.virt.manager import INLINE_PARSE_LIMIT
 
 CONFIG = VirtConfig(libvirt_uri="test:///default", powering_up_timeout=0.2,
                     stats_interval=3600, guest_agent_interval=0)
@@ -359,11 +360,13 @@ async def test_xml_form_keeps_the_engines_metadata(virt):
     assert "<ovirt-vm:startTime type=\"float\">" in live  # ours, added to the engine's
 
 
+# a small domain XML is parsed on the loop, a large one on a worker: both paths
+@pytest.mark.parametrize("padding", [0, INLINE_PARSE_LIMIT], ids=["on-loop", "on-worker"])
 async def test_concurrent_creates_of_one_vm_id_start_one_vm_and_refuse_the_rest(
-        virt, libvirt_view):
+        virt, libvirt_view, padding):
     vm_id = str(uuid.uuid4())
     xml = (f"<domain type='kvm'><name>twin</name><uuid>{vm_id}</uuid>"
-           "<memory unit='MiB'>256</memory>"
+           f"<description>{'x' * padding}</description><memory unit='MiB'>256</memory>"
            "<os><type arch='x86_64' machine='pc'>hvm</type></os></domain>")
     answers = await asyncio.gather(
         *(virt.call("VM.create", vmID=vm_id, vmParams={"xml": xml}) for _ in range(8)),
@@ -376,8 +379,10 @@ async def test_concurrent_creates_of_one_vm_id_start_one_vm_and_refuse_the_rest(
     assert domain_exists(libvirt_view, vm_id)
 
 
-async def test_xml_form_with_another_uuid_is_error_91(virt):
-    xml = f"<domain type='kvm'><name>x</name><uuid>{uuid.uuid4()}</uuid></domain>"
+@pytest.mark.parametrize("padding", [0, INLINE_PARSE_LIMIT], ids=["on-loop", "on-worker"])
+async def test_xml_form_with_another_uuid_is_error_91(virt, padding):
+    xml = (f"<domain type='kvm'><name>x</name><uuid>{uuid.uuid4()}</uuid>"
+           f"<description>{'x' * padding}</description></domain>")
     with pytest.raises(RpcError) as err:
         await virt.call("VM.create", vmID=str(uuid.uuid4()), vmParams={"xml": xml})
     assert err.value.code == 91 and "vmParams.xml" in err.value.message
