@@ -65,9 +65,9 @@ class Definition:
         self.held = None
 
     def text(self) -> str:
-        """The tree serialized as it is. lxml lets go of the GIL while it serializes (and
-        while it parses): on the asyncio loop every such call may end waiting for the GIL
-        behind other threads, so the start does this on the worker of its libvirt call."""
+        """The tree serialized as it is. The start does this on the worker of its libvirt
+        call, beside ``createXML``: lxml lets go of the GIL while it serializes, and on the
+        loop the call may then end waiting for the GIL behind other threads."""
         return etree.tostring(self.root, encoding="unicode")
 
     @property

@@ -60,11 +60,12 @@ T = TypeVar("T")
 
 MAX_POWERDOWN_TIMEOUT = 24 * 3600
 # VM.create parses a domain XML up to this many characters on the loop itself. A worker
-# would not save the loop the work: the parse is Python holding the GIL either way, and
-# handing it to a worker adds GIL hand-offs with the loop and the createXML calls on every
-# create (200 creates at once: 2.30 against 2.03 times raw createXML, same rounds, 7 of 9
-# rounds lower; bench/vms.py). Larger documents still go to a worker, so that one VM.create
-# cannot hold the loop for more than about a millisecond.
+# would not spare the GIL: most of domxml.parse is Python (our metadata, NIC addresses,
+# checks) that holds it wherever it runs, and handing it to a worker adds GIL hand-offs
+# with the loop and with the createXML calls on every create (200 creates at once, parse
+# on the loop against on a worker: 2.03 against 2.30 times raw createXML, lower in 7 of 9
+# same-run rounds of bench/vms.py). Larger documents still go to a worker, so that one
+# VM.create holds the loop for about a millisecond at most.
 INLINE_PARSE_LIMIT = 32 * 1024
 
 
