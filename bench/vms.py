@@ -237,9 +237,11 @@ class Starts:
             self._all.set()
 
     def stop(self) -> None:
+        """Stop watching (also after a start() that never ran or failed part-way)."""
         asyncio.get_running_loop().remove_reader(self._conn.fileno())
-        self._proc.kill()
-        self._proc.join()
+        if self._proc.pid is not None:
+            self._proc.kill()
+            self._proc.join()
 
     async def wait(self, vm_ids: list[str], timeout: float = 120) -> None:
         self._wanted = set(vm_ids)
@@ -373,28 +375,31 @@ async def main() -> None:
 
         starts = Starts(daemon)
         await starts.start()
-        floor_root = work / "floor"
-        configure(floor_root, free_port(), uri, stats_interval=3600)
-        floor = start_daemon(floor_root, port=free_port(), wait=False,
+        floor_root, floor_port = work / "floor", free_port()
+        configure(floor_root, floor_port, uri, stats_interval=3600)
+        floor = start_daemon(floor_root, port=floor_port, wait=False,
                              program=[str(REPO / "bench" / "floor_vmcreate.py")])
+        floor_starts = Starts(floor)
         try:
             floor.wait_ready(120)
             floor_client = await connect(floor)
-            floor_starts = Starts(floor)
             await floor_starts.start()
             rounds: list[Round] = []
             for r in range(args.rounds):
                 batch = [vm_xml(i, f"new{r}") for i in range(args.creates)]
+                floor_batch = [vm_xml(i, f"floor{r}") for i in range(args.creates)]
+                if r % 2:  # every other round the floor goes first: no side owns a slot
+                    floor_took = await creates(floor_client, floor_starts, floor_batch, True)
                 cpu_before = cpu_seconds(daemon.pid)
                 took = await creates(client, starts, batch, concurrent=True)
                 took_cpu = cpu_seconds(daemon.pid) - cpu_before
-                floor_took = await creates(floor_client, floor_starts, [
-                    vm_xml(i, f"floor{r}") for i in range(args.creates)], concurrent=True)
+                if not r % 2:
+                    floor_took = await creates(floor_client, floor_starts, floor_batch, True)
                 rounds.append(Round(took, took_cpu, floor_took, *await asyncio.to_thread(
                     raw_creates, uri, [vm_xml(i, f"raw{r}") for i in range(args.creates)])))
-            floor_starts.stop()
             await floor_client.close()
         finally:
+            floor_starts.stop()
             floor.close()
         ratios = [r.daemon_s / r.raw_s for r in rounds]
         daemon_concurrent, daemon_cpu, floor_concurrent, raw, raw_cpu = Round(
