@@ -389,12 +389,14 @@ async def main() -> None:
                 batch = [vm_xml(i, f"new{r}") for i in range(args.creates)]
                 floor_batch = [vm_xml(i, f"floor{r}") for i in range(args.creates)]
                 if r % 2:  # every other round the floor goes first: no side owns a slot
-                    floor_took = await creates(floor_client, floor_starts, floor_batch, True)
+                    floor_took = await creates(floor_client, floor_starts, floor_batch,
+                                                concurrent=True)
                 cpu_before = cpu_seconds(daemon.pid)
                 took = await creates(client, starts, batch, concurrent=True)
                 took_cpu = cpu_seconds(daemon.pid) - cpu_before
                 if not r % 2:
-                    floor_took = await creates(floor_client, floor_starts, floor_batch, True)
+                    floor_took = await creates(floor_client, floor_starts, floor_batch,
+                                                concurrent=True)
                 rounds.append(Round(took, took_cpu, floor_took, *await asyncio.to_thread(
                     raw_creates, uri, [vm_xml(i, f"raw{r}") for i in range(args.creates)])))
             await floor_client.close()
